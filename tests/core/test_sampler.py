@@ -96,3 +96,15 @@ def test_state_from_another_batch_size_is_refused():
 def test_batch_larger_than_dataset_is_refused():
     with pytest.raises(ValueError, match="larger than the dataset"):
         GainSampler(GainController(np.zeros(4)), 8)
+
+
+def test_controller_can_be_attached_after_the_loader_is_built():
+    sampler = GainSampler(None, BATCH, num_samples=N)
+    loader = StatefulDataLoader(list(range(N)), batch_size=BATCH, sampler=sampler, num_workers=0, drop_last=True)
+    assert len(loader) == N // BATCH  # the trainer counts steps before the scores exist
+    with pytest.raises(RuntimeError, match="attach"):
+        next(iter(loader))
+    with pytest.raises(ValueError, match="score the same data"):
+        sampler.attach(GainController(np.zeros(N + 1)))
+    sampler.attach(GainController(np.zeros(N)))
+    assert len(next(iter(loader))) == BATCH
