@@ -106,3 +106,21 @@ def test_settings_validation():
         GainSettings(sigma=0.0)
     with pytest.raises(ValueError, match=r"unknown gain option\(s\) \['bogus'\]"):
         GainSettings.from_config({"bogus": 1})
+
+
+def test_capture_point_must_be_a_known_kind():
+    assert GainSettings(capture_point="mlp_input:12").capture_point == "mlp_input:12"
+    with pytest.raises(ValueError, match="capture_point"):
+        GainSettings(capture_point="layer23")
+
+
+def test_yaml_defaults_are_the_settings_defaults():
+    """The documented YAML and the dataclass must not drift apart."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    import verl_gain.trainer
+
+    yaml = Path(verl_gain.trainer.__file__).parent / "config" / "gain" / "default.yaml"
+    assert GainSettings.from_config(OmegaConf.load(yaml)) == GainSettings()

@@ -220,6 +220,14 @@ class TrainerCurriculum:
         return self.controller
 
 
+def build_curriculum(config: Any, num_samples: int) -> TrainerCurriculum:
+    """The curriculum of a verl run: ``config.gain`` settings, ``data.train_batch_size``, the trace file next to the
+    checkpoints (``trainer.default_local_dir``) unless ``gain.trace_path`` is set."""
+    settings = GainSettings.from_config(config.gain)
+    trace = settings.trace_path or os.path.join(config.trainer.default_local_dir, TRACE_FILE)
+    return TrainerCurriculum(settings, num_samples, int(config.data.train_batch_size), trace_path=trace)
+
+
 def read_trace(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The per-step records a run wrote (see ``TRACE_FILE``)."""
     with open(path) as f:

@@ -27,6 +27,10 @@ STEP_ANGLE_SOURCES = ("none", "prompt", "prompt_response")
 current model; ``prompt_response``: the same with the response tokens counted as part of the question segment."""
 
 
+CAPTURE_KINDS = ("mlp_input", "final_norm", "input", "output")
+"""Capture point kinds of ``verl_gain.scoring.capture.resolve_capture_point`` (resolved in the workers)."""
+
+
 @dataclass
 class GainSettings:
     """The ``gain:`` config group (see the YAML for each field's meaning)."""
@@ -61,10 +65,11 @@ class GainSettings:
                 f"gain.prepass_batch_size must be a positive integer (prompts per pre-pass call), "
                 f"got {self.prepass_batch_size!r}"
             )
-        if not self.capture_point or not isinstance(self.capture_point, str):
+        kind = self.capture_point.partition(":")[0] if isinstance(self.capture_point, str) else None
+        if kind not in CAPTURE_KINDS:
             raise ValueError(
-                "gain.capture_point must be mlp_input, final_norm, layer:<index> or module:<dotted.path>, "
-                f"got {self.capture_point!r}"
+                "gain.capture_point must be mlp_input, final_norm, mlp_input:<layer>, input:<module path> or "
+                f"output:<module path>, got {self.capture_point!r}"
             )
         self.window()  # validates the window and update parameters with GainConfig's messages
 
