@@ -10,7 +10,10 @@ import importlib
 import sys
 
 # name -> module providing add_parser(subparsers); imported lazily so `verl-gain --help` stays fast.
-SUBCOMMANDS: dict[str, str] = {}
+SUBCOMMANDS: dict[str, str] = {
+    "score": "verl_gain.scoring.score_command",
+    "inspect": "verl_gain.scoring.inspect_command",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,19 @@
+"""Defaults of the scoring tools, in a module without heavy imports (the CLI builds its parser from them)."""
+
+from __future__ import annotations
+
+MLP_INPUT = "mlp_input"
+FINAL_NORM = "final_norm"
+DEFAULT_CAPTURE = MLP_INPUT
+CAPTURE_ROLES = (MLP_INPUT, FINAL_NORM)
+
+LAYOUTS = ("right", "left", "packed")
+"""How a batch is laid out: right-padded, left-padded, or packed into one row with positions restarting."""
+
+DEFAULT_TOKEN_BUDGET = 2048
+"""Tokens per forward pass (padded B x L_max, or packed sum). On this project's 2-core CPU, SmolLM2-135M prefill of
+GSM8K prompts (~110 tokens) was fastest at 8-16 prompts per batch (bench/bench_scoring.py); larger batches only add
+cache pressure. On a GPU raise it (e.g. 32768) to fill the device."""
+
+DEFAULT_CHUNK_SIZE = 512
+"""Prompts per resumable chunk: an interruption loses at most one chunk (~2 min of SmolLM2 on 2 CPU cores)."""
