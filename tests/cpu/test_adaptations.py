@@ -1,0 +1,236 @@
+"""The CPU adaptations: each one's verl target, its effect in a CPU process, and its refusal when the target moves.
+
+The effects are checked in a fresh process that starts like a Ray worker of a CPU run (``VERL_PLATFORM=cpu``, the
+plugin loaded through verl's ``verl.plugins`` entry point on ``import verl``), so that this test session's verl
+modules stay unpatched.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import torch
+import verl
+from tensordict import TensorDict
+from torch.distributed.fsdp import CPUOffloadPolicy
+from verl import DataProto
+
+from verl_gain.cpu.adaptations import (
+    CONFIG_ADAPTATIONS,
+    LOG_PROB_DIFF_METRIC,
+    RUNTIME_PATCHES,
+    AdaptationTargetMissing,
+    UnsupportedVerlVersion,
+    check_verl_version,
+    deduplicate_backend,
+    make_unpinned_offload_policy,
+    wrap_debug_metrics,
+)
+from verl_gain.cpu.platform import PlatformCPU
+
+VERL_ROOT = Path(verl.__file__).parent
+WORKER_PROCESS_TIMEOUT_S = 300
+
+# Runs in a process like a CPU run's Ray worker; prints one JSON object of observations.
+WORKER_SCRIPT = textwrap.dedent(
+    """
+    import json, os
+    import torch
+    import verl
+    from verl.plugin.platform import get_platform
+    facts = {"platform": type(get_platform()).__name__}
+
+    import verl.utils.distributed as distributed
+    import verl.workers.engine_workers as engine_workers
+    from verl.workers.engine.base import EngineRegistry
+    import verl.workers.engine.fsdp.transformer_impl as transformer_impl
+    from verl.workers.rollout.base import get_rollout_class
+    from verl.workers.rollout.replica import get_rollout_replica_class
+    import verl.utils.debug.metrics as debug_metrics
+    import verl.trainer.ppo.v1.trainer_base as trainer_base
+
+    facts["pg_wrapped"] = getattr(distributed.initialize_global_process_group_ray, "__verl_gain_patched__", False)
+    facts["pg_same_in_workers"] = (
+        engine_workers.initialize_global_process_group_ray is distributed.initialize_global_process_group_ray
+    )
+    facts["lm_engine"] = EngineRegistry.get_engine_cls("language_model", "fsdp2").__name__
+    facts["value_engine"] = EngineRegistry.get_engine_cls("value_model", "fsdp").__name__
+    policy = transformer_impl.CPUOffloadPolicy(pin_memory=True)
+    from torch.distributed.fsdp import CPUOffloadPolicy
+    facts["offload_pin_memory"] = policy.pin_memory
+    facts["offload_is_policy"] = isinstance(policy, CPUOffloadPolicy)
+    facts["rollout_adapter"] = get_rollout_class("hf", "async").__name__
+    facts["rollout_replica"] = get_rollout_replica_class("hf").__name__
+    facts["metrics_wrapped"] = getattr(debug_metrics.calculate_debug_metrics, "__verl_gain_patched__", False)
+    facts["v1_metrics_wrapped"] = trainer_base.calculate_debug_metrics is debug_metrics.calculate_debug_metrics
+
+    # Idempotent: applying every patch again changes nothing and raises nothing.
+    import importlib
+    from verl_gain.cpu import adaptations
+    before = distributed.initialize_global_process_group_ray
+    adaptations.install()
+    for patch in adaptations.RUNTIME_PATCHES:
+        patch.apply(importlib.import_module(patch.module))
+    facts["idempotent"] = distributed.initialize_global_process_group_ray is before
+
+    os.environ.update({"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": os.environ["PORT"]})
+    engine_workers.initialize_global_process_group_ray(timeout_second=60)
+    tensor = torch.ones(3)
+    torch.distributed.all_reduce(tensor)
+    facts["pg_backend"] = str(torch.distributed.get_backend())
+    facts["pg_all_reduce"] = tensor.tolist()
+    torch.distributed.destroy_process_group()
+    print("FACTS " + json.dumps(facts))
+    """
+)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def worker_facts():
+    # The plugin must arrive through verl's entry point alone: VERL_USE_EXTERNAL_MODULES is left out.
+    env = {key: value for key, value in os.environ.items() if key != "VERL_USE_EXTERNAL_MODULES"}
+    env.update({"VERL_PLATFORM": "cpu", "PORT": str(free_port()), "HF_HUB_OFFLINE": "1"})
+    result = subprocess.run(
+        [sys.executable, "-c", WORKER_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=WORKER_PROCESS_TIMEOUT_S,
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("FACTS ")]
+    assert result.returncode == 0 and lines, f"worker process failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return json.loads(lines[-1][len("FACTS ") :])
+
+
+# --- the ledger points at the installed verl ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "entry", RUNTIME_PATCHES + CONFIG_ADAPTATIONS, ids=lambda e: e.name if hasattr(e, "name") else e.key
+)
+def test_ledger_location_matches_installed_verl(entry):
+    relative, line = entry.verl_location.rsplit(":", 1)
+    source = (VERL_ROOT / relative).read_text().splitlines()
+    assert entry.location_text in source[int(line) - 1], (
+        f"{entry.verl_location} no longer holds {entry.location_text!r}"
+    )
+
+
+@pytest.mark.parametrize("patch", RUNTIME_PATCHES, ids=lambda p: p.name)
+def test_patch_refuses_a_module_without_its_target(patch):
+    with pytest.raises(AdaptationTargetMissing, match="written for verl"):
+        patch.apply(ModuleType(patch.module))
+
+
+def test_version_guard_refuses_other_releases():
+    assert check_verl_version() == verl.__version__
+    assert check_verl_version("0.9.3") == "0.9.3"
+    for version in ("0.8.5", "0.10.0", "1.0.0"):
+        with pytest.raises(UnsupportedVerlVersion, match=r"pip install 'verl>=0.9.0,<0.10'"):
+            check_verl_version(version)
+
+
+# --- each adaptation's effect in a CPU worker process --------------------------------------------------------------
+
+
+def test_cpu_platform_is_selected_in_a_worker_process(worker_facts):
+    assert worker_facts["platform"] == "PlatformCPU"
+
+
+def test_process_group_uses_gloo_once(worker_facts):
+    assert worker_facts["pg_wrapped"] and worker_facts["pg_same_in_workers"]
+    assert worker_facts["pg_backend"] == "cpu:gloo"
+    assert worker_facts["pg_all_reduce"] == [1.0, 1.0, 1.0]
+
+
+def test_fsdp_engines_resolve_on_cpu(worker_facts):
+    assert worker_facts["lm_engine"] == "FSDPEngineWithLMHead"
+    assert worker_facts["value_engine"] == "FSDPEngineWithValueHead"
+
+
+def test_reference_offload_policy_is_unpinned(worker_facts):
+    assert worker_facts["offload_pin_memory"] is False
+    assert worker_facts["offload_is_policy"] is True
+
+
+def test_hf_rollout_is_registered(worker_facts):
+    assert worker_facts["rollout_adapter"] == "HFRolloutAdapter"
+    assert worker_facts["rollout_replica"] == "HFRolloutReplica"
+
+
+def test_log_prob_metric_is_installed_for_both_trainers(worker_facts):
+    assert worker_facts["metrics_wrapped"] and worker_facts["v1_metrics_wrapped"]
+
+
+def test_patches_are_idempotent(worker_facts):
+    assert worker_facts["idempotent"]
+
+
+# --- the pieces, in this process ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "backend, expected",
+    [
+        ("cpu:gloo,cpu:gloo", "cpu:gloo"),
+        ("cpu:gloo,cuda:nccl", "cpu:gloo,cuda:nccl"),
+        ("gloo", "gloo"),
+        ("cpu:gloo,cpu:mpi", "cpu:gloo"),
+    ],
+)
+def test_deduplicate_backend(backend, expected):
+    assert deduplicate_backend(backend) == expected
+
+
+def test_unpinned_policy_ignores_pin_requests():
+    policy = make_unpinned_offload_policy(CPUOffloadPolicy)(pin_memory=True)
+    assert isinstance(policy, CPUOffloadPolicy) and policy.pin_memory is False
+
+
+def test_log_prob_metric_is_the_max_over_response_tokens():
+    rollout = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -0.5, -9.0]])  # [B=2, T=3]
+    actor = torch.tensor([[-1.0, -2.5, -3.0], [-0.4, -0.5, 0.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])  # the 9.0 gap is on padding
+    data = DataProto(
+        batch=TensorDict(
+            {"rollout_log_probs": rollout, "old_log_probs": actor, "response_mask": mask, "responses": mask},
+            batch_size=2,
+        ),
+        non_tensor_batch={"uid": np.array(["a", "b"], dtype=object)},
+    )
+    calls = []
+    wrapped = wrap_debug_metrics(lambda d: calls.append(d) or {"verl": 1.0})
+    metrics = wrapped(data)
+    assert calls == [data] and metrics["verl"] == 1.0
+    assert metrics[LOG_PROB_DIFF_METRIC] == pytest.approx(0.5)
+    assert wrap_debug_metrics(wrapped) is wrapped
+
+
+def test_cpu_device_module_answers_verl_calls():
+    module = PlatformCPU().device_module
+    module.empty_cache()
+    module.synchronize()
+    available, total = module.mem_get_info()
+    assert 0 < available <= total
+    assert module.max_memory_allocated() >= module.memory_allocated() > 0
+    assert torch.equal(module.get_rng_state(), torch.get_rng_state())
+    assert PlatformCPU().current_device() == "cpu"
+    assert torch.ones(1).to(PlatformCPU().current_device()).device.type == "cpu"
+
+
+def test_cpu_platform_is_never_auto_detected():
+    assert PlatformCPU().is_platform_available(use_smi_check=True) is False

@@ -1,0 +1,92 @@
+"""The CPU defaults applied to verl's composed trainer config, and the device choice of the entry point."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import verl_gain
+from verl_gain.cpu.adaptations import CONFIG_ADAPTATIONS, FP32_MIXED_PRECISION, HF_ROLLOUT_NAME, LOGICAL_CPUS
+from verl_gain.cpu.backend import accelerator_available
+from verl_gain.cpu.config import CPU_FRIENDLY_DEFAULTS, CPUConfigError, apply_cpu_defaults, is_cpu_run, override_keys
+from verl_gain.main import CONFIG_NAME, select_device
+
+CONFIG_DIR = Path(verl_gain.__file__).parent / "trainer" / "config"
+
+
+def composed(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        return compose(CONFIG_NAME, overrides=overrides)
+
+
+def test_entry_config_is_verls_ppo_trainer_unchanged():
+    config = composed([])
+    assert config.trainer.device == "cuda" and config.algorithm.adv_estimator == "gae"
+    assert OmegaConf.select(config, "actor_rollout_ref.rollout.name", throw_on_missing=False) is None
+
+
+def test_cpu_defaults_apply_only_to_cpu_runs():
+    config = composed([])
+    before = OmegaConf.to_container(config)
+    apply_cpu_defaults(config)
+    assert OmegaConf.to_container(config) == before
+
+
+def test_cpu_defaults_set_every_ledger_value():
+    overrides = ["trainer.device=cpu", "trainer.n_gpus_per_node=3"]
+    config = apply_cpu_defaults(composed(overrides), overrides)
+    assert is_cpu_run(config)
+    for adaptation in CONFIG_ADAPTATIONS:
+        value = OmegaConf.select(config, adaptation.key)
+        expected = adaptation.value(config) if callable(adaptation.value) else adaptation.value
+        assert (OmegaConf.to_container(value) if OmegaConf.is_config(value) else value) == expected, adaptation.key
+    assert config.actor_rollout_ref.rollout.name == HF_ROLLOUT_NAME
+    assert config.actor_rollout_ref.ref.strategy == "fsdp2"  # follows the actor through verl's interpolation
+    assert config.actor_rollout_ref.ref.fsdp_config.mixed_precision == FP32_MIXED_PRECISION
+    assert config.ray_kwargs.ray_init.num_gpus == 3  # one logical GPU per trainer worker the user asked for
+    assert config.ray_kwargs.ray_init.num_cpus == LOGICAL_CPUS
+    env = config.ray_kwargs.ray_init.runtime_env.env_vars
+    assert env.VERL_PLATFORM == "cpu" and "verl_gain.cpu.plugin" in env.VERL_USE_EXTERNAL_MODULES.split(",")
+
+
+def test_user_overrides_keep_their_values():
+    overrides = [
+        "trainer.device=cpu",
+        "actor_rollout_ref.rollout.agent.num_workers=3",
+        "+actor_rollout_ref.model.override_config.attn_implementation=eager",
+        "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES=my_plugin",
+    ]
+    config = apply_cpu_defaults(composed(overrides), overrides)
+    assert config.actor_rollout_ref.rollout.agent.num_workers == 3
+    assert config.actor_rollout_ref.model.override_config.attn_implementation == "eager"
+    friendly = {d.key: d.value for d in CPU_FRIENDLY_DEFAULTS}
+    assert config.reward.num_workers == friendly["reward.num_workers"]
+    modules = config.ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES.split(",")
+    assert "my_plugin" in modules and "verl_gain.cpu.plugin" in modules
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("actor_rollout_ref.rollout.name=vllm", "needs a GPU"),
+        ("+actor_rollout_ref.model.override_config.attn_implementation=flash_attention_2", "needs CUDA"),
+        ("actor_rollout_ref.actor.strategy=megatron", "not supported on CPU"),
+    ],
+)
+def test_values_that_cannot_run_on_cpu_are_refused(override, message):
+    overrides = ["trainer.device=cpu", override]
+    with pytest.raises(CPUConfigError, match=message):
+        apply_cpu_defaults(composed(overrides), overrides)
+
+
+def test_override_keys():
+    assert override_keys(["a.b=1", "+c.d=[1,2]", "++e=x", "~f", "g.h=a=b"]) == {"a.b", "c.d", "e", "f", "g.h"}
+
+
+@pytest.mark.skipif(accelerator_available(), reason="needs a machine without an accelerator")
+def test_no_accelerator_selects_the_cpu_backend_unless_the_device_was_set():
+    config = composed([])
+    assert select_device(config) == "cpu"
+    config = composed(["trainer.device=cuda"])
+    assert select_device(config, ["trainer.device=cuda"]) == "cuda"
