@@ -1,0 +1,35 @@
+"""AMC 12 2022-2023 (83 problems, the paper's AMC23 evaluation set) -> verl parquet ``test.parquet``.
+
+Input: ``--local-path`` with the release's JSON/JSONL/parquet (``problem``, ``answer`` as a number, ``url``);
+otherwise ``AI-MO/aimo-validation-amc`` through ``datasets``.
+The prompt template is the boxed-answer one of ``recipes/math/prepare.py``.
+
+    python recipes/amc/prepare.py --local-path ../shared/data/eval/amc_eval.json --output-dir ~/data/verl-gain/amc
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from recipes.common import build_rows, load_split, prepare_parser, write_parquet
+from recipes.math.prepare import math_row
+from verl_gain.rewards import AMC_DATA_SOURCE
+
+HUB_ID, HUB_CONFIG, HUB_SPLIT = "AI-MO/aimo-validation-amc", None, "train"
+SPLIT = "test"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = prepare_parser(__doc__.splitlines()[0], "amc").parse_args(argv)
+    records = load_split(args.local_path, SPLIT, HUB_ID, HUB_CONFIG, HUB_SPLIT)
+    rows = build_rows(records, SPLIT, lambda r, s, i: math_row(r, s, i, AMC_DATA_SOURCE), args.max_rows)
+    write_parquet(rows, Path(args.output_dir) / f"{SPLIT}.parquet")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
