@@ -13,6 +13,7 @@ import sys
 SUBCOMMANDS: dict[str, str] = {
     "score": "verl_gain.scoring.score_command",
     "inspect": "verl_gain.scoring.inspect_command",
+    "eval": "verl_gain.evaluation",
 }
 
 
