@@ -14,7 +14,7 @@ STAMP := $(VENV)/.verl-gain-installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test test-all lint format demo bench clean
+.PHONY: setup test test-all lint format demo bench bench-scoring clean
 
 setup: $(STAMP)
 
@@ -43,12 +43,21 @@ format: setup
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-## The main job.
+## The main job. For now: score a built-in example dataset (64 word problems generated in code) with the real
+## SmolLM2-135M-Instruct, as verl's rollout tokenises it, then summarise and plot the scores (runs/demo/).
+DEMO_DIR := runs/demo
 demo: setup
-	$(PY) bench/bench_core.py --lengths 512 2048
+	$(PY) -m verl_gain.scoring.examples $(DEMO_DIR)/example_prompts.parquet --rows 64
+	$(VENV)/bin/verl-gain score --data $(DEMO_DIR)/example_prompts.parquet --model smollm2-135m-instruct \
+		--out $(DEMO_DIR)/example_scores.parquet --overwrite
+	$(VENV)/bin/verl-gain inspect $(DEMO_DIR)/example_scores.parquet --data $(DEMO_DIR)/example_prompts.parquet
 
 bench: setup
 	$(PY) bench/bench_core.py
+
+## The scoring pre-pass vs a bare forward and the naive procedure, real SmolLM2 on GSM8K (~15 min on 2 cores).
+bench-scoring: setup
+	$(PY) bench/bench_scoring.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -3,6 +3,7 @@ resume."""
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -140,6 +141,9 @@ def test_the_fingerprint_depends_on_the_model(tiny_dir, tmp_path):
         score_dataset(data, other_model, tmp_path / "a.parquet", progress=False)
     again = score_dataset(data, other_model, tmp_path / "a.parquet", overwrite=True, progress=False)
     np.testing.assert_allclose(again.scores["key"], b.scores["key"])
+    # the same weights in another folder are the same model: the file is up to date
+    moved = shutil.copytree(other_model, tmp_path / "moved")
+    assert score_dataset(data, moved, tmp_path / "a.parquet", progress=False).chunks_computed == 0
 
 
 class Interrupt(Exception):

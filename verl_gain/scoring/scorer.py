@@ -452,7 +452,7 @@ def score_dataset(
     Returns:
         The ``ScoreResult``.
     """
-    from verl_gain.models import resolve_model
+    from verl_gain.models import SMOLLM2_NAME, resolve_model
 
     config = config or ScoreConfig()
     out = Path(out)
@@ -474,7 +474,7 @@ def score_dataset(
     point = resolve_capture_point(net, config.capture)
     fingerprint = {
         "dataset": prepared.fingerprint,
-        "model": model_identity(model_dir, name=str(model)),
+        "model": model_identity(model_dir, name=SMOLLM2_NAME if str(model).lower() == SMOLLM2_NAME else None),
         "capture": point.describe(),
         "template": segmenter.template_identity(),
         "config": {

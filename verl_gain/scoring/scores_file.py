@@ -19,7 +19,8 @@ Fingerprint (JSON in the parquet schema metadata under ``FINGERPRINT_KEY``)::
 
     {"format": 1,
      "dataset":  {"sha256", "rows", "prompt_key"},           # dataset_fingerprint()
-     "model":    {"name", "config_sha256", "weights_sha256", "tokenizer_sha256"},  # model_identity()
+     "model":    {"name", "config_sha256", "weights_sha256", "tokenizer_sha256"},  # model_identity(); name
+                                                                                 # is descriptive, not compared
      "capture":  {"spec", "module", "hook_on"},               # CapturePoint.describe()
      "template": {"sha256", "apply_chat_template_kwargs", "tools_sha256"},
      "config":   {"inter_weight", "max_length", "skip_long", "dtype"}}
@@ -136,9 +137,13 @@ def _short(value: Any) -> str:
     return text[:12] + "..." if len(text) > 16 and all(c in "0123456789abcdef" for c in text) else text[:60]
 
 
+DESCRIPTIVE_FIELDS = ("model.name",)
+"""Fingerprint fields that describe but do not identify (the same weights under another folder name match)."""
+
+
 def check_fingerprint(found: dict[str, Any], expected: dict[str, Any], what: str = "scores file") -> None:
     """Raise ``FingerprintMismatch`` if any field given in ``expected`` differs in ``found`` (one line)."""
-    diffs = _differences(found, expected)
+    diffs = [d for d in _differences(found, expected) if d not in DESCRIPTIVE_FIELDS]
     if not diffs:
         return
     details = "; ".join(
