@@ -136,8 +136,9 @@ def test_ground_truth_errors_are_clear():
 def test_programs_keep_test_data_out_of_reach_of_the_solution_source():
     """The solution is embedded as a string literal: quotes and backslashes in it cannot break the harness."""
     tricky = "s = '''x'''\nprint(\"\\\\n\".join(['a', 'b']))"
-    program = build_program(tricky, {"kind": "stdio", "cases": [{"input": "", "output": "a\\nb"}]})
+    program, data = build_program(tricky, {"kind": "stdio", "cases": [{"input": "", "output": "a\\nb"}]})
     compile(program, "harness", "exec")
+    assert data["cases"][0]["output"] not in program  # expected outputs travel as data, not as program text
     assert score(fenced(tricky), {"kind": "stdio", "cases": [{"input": "", "output": "a\\nb"}]})["score"] == 1.0
 
 

@@ -1,7 +1,8 @@
 """The process the sandbox starts: applies the limits to itself, then runs the untrusted program.
 
 Run as ``python -I -B _sandbox_child.py VERDICT_FD`` by ``verl_gain.rewards.sandbox.run_python``; it reads one JSON
-object from stdin (``program``, ``nonce``, ``limits``, ``drop_to_uid``, ``guard``, ``workdir``). Standard library only,
+object from stdin (``program``, optional ``data``, ``nonce``, ``limits``, ``drop_to_uid``, ``guard``, ``workdir``,
+``readonly_fs``, ``cgroup_procs``). Standard library only,
 and nothing imported after the limits are set except by the program itself.
 
 Order matters: stdin is consumed and replaced by /dev/null, privileges are dropped (when the parent asked for it), the
@@ -23,6 +24,8 @@ BYTES_PER_MB = 1024 * 1024
 # RLIMIT_CPU: the soft limit sends SIGXCPU, the hard limit one second later SIGKILL (a handler cannot outlive it).
 CPU_HARD_MARGIN_S = 1
 DETAIL_CHARS = 2000
+# The global through which the program receives the ``data`` passed to run_python.
+DATA_NAME = "SANDBOX_DATA"
 
 # Audit events (https://docs.python.org/3/library/audit_events.html) the guard refuses outright: new processes,
 # signals to other processes, and sockets of every family (so also Unix sockets of local services).
@@ -219,6 +222,8 @@ def main() -> None:
         install_guard(config["workdir"], runner_pid)
     program = config.pop("program")
     namespace = {"__name__": "__main__", "__builtins__": builtins, "__file__": "solution.py"}
+    if "data" in config:  # test data for a harness: handed over as objects, not compiled as a huge literal
+        namespace[DATA_NAME] = config.pop("data")
     sys.argv = ["solution.py"]
     exit_code = 1
     try:

@@ -48,7 +48,6 @@ PYTHON_FENCE_TAGS = ("", "python", "py", "python3")
 HARNESS = r"""
 import copy as _vg_copy
 import io as _vg_io
-import json as _vg_json
 import math as _vg_math
 import os as _vg_os
 import sys as _vg_sys
@@ -170,8 +169,8 @@ def parse_tests(ground_truth: Any) -> dict:
     return tests
 
 
-def build_program(code: str, tests: dict) -> str:
-    """The whole program the sandbox runs: the solution and its tests."""
+def build_program(code: str, tests: dict) -> tuple[str, dict | None]:
+    """The program the sandbox runs (the solution and its tests) and the data it reads as ``SANDBOX_DATA``."""
     if tests["kind"] == "assert":
         entry_point = tests["entry_point"]
         prelude = tests.get("prelude", "")
@@ -179,14 +178,13 @@ def build_program(code: str, tests: dict) -> str:
             solution = f"{prelude}\n{code}"
         else:  # a bare body continuing the prompt's signature
             solution = prelude + code
-        return f"{solution}\n\n{tests['test']}\n\ncheck({entry_point})\n"
-    payload = json.dumps(tests)
+        return f"{solution}\n\n{tests['test']}\n\ncheck({entry_point})\n", None
     call = (
-        "_vg_run_stdio(_vg_source, _vg_tests['cases'])"
+        "_vg_run_stdio(_vg_source, SANDBOX_DATA['cases'])"
         if tests["kind"] == "stdio"
-        else "_vg_run_functional(_vg_source, _vg_tests['fn_name'], _vg_tests['cases'])"
+        else "_vg_run_functional(_vg_source, SANDBOX_DATA['fn_name'], SANDBOX_DATA['cases'])"
     )
-    return f"{HARNESS}\n_vg_source = {code!r}\n_vg_tests = _vg_json.loads({payload!r})\n{call}\n"
+    return f"{HARNESS}\n_vg_source = {code!r}\n{call}\n", tests
 
 
 def case_count(tests: dict) -> int:
@@ -224,5 +222,6 @@ def compute_score(
         return {"score": 0.0, "acc": 0.0, "pred": NO_CODE}
     timeout = min(max_timeout_s, base_timeout_s + case_timeout_s * case_count(tests))
     with _sandbox_slots():
-        result = run_python(build_program(code, tests), SandboxLimits(timeout_s=timeout, memory_mb=memory_mb))
+        program, data = build_program(code, tests)
+        result = run_python(program, SandboxLimits(timeout_s=timeout, memory_mb=memory_mb), data=data)
     return {"score": float(result.passed), "acc": float(result.passed), "pred": result.status}

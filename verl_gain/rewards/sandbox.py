@@ -301,15 +301,21 @@ def _kill_group(pid: int) -> None:
         pass
 
 
-def run_python(program: str, limits: SandboxLimits | None = None) -> SandboxResult:
-    """Run ``program`` (Python source) in the sandbox and return its verdict; see the module docstring."""
+def run_python(program: str, limits: SandboxLimits | None = None, data: object = None) -> SandboxResult:
+    """Run ``program`` (Python source) in the sandbox and return its verdict; see the module docstring.
+
+    ``data`` (anything JSON can carry) reaches the program as the global ``SANDBOX_DATA``: test inputs and expected
+    outputs for a harness, without compiling them into the program as a literal.
+    """
     limits = limits or SandboxLimits()
     drop = limits.drop_privileges and _can_drop_privileges()
     namespaces = _namespace_prefix() if limits.use_namespaces else None
-    return _run(program, limits, drop=drop, namespaces=namespaces)
+    return _run(program, limits, drop=drop, namespaces=namespaces, data=data)
 
 
-def _run(program: str, limits: SandboxLimits, *, drop: bool, namespaces: list[str] | None) -> SandboxResult:
+def _run(
+    program: str, limits: SandboxLimits, *, drop: bool, namespaces: list[str] | None, data: object = None
+) -> SandboxResult:
     isolation = ["timeout", "rlimits", "tmpdir"]
     root = Path(tempfile.mkdtemp(prefix="verl-gain-sandbox-"))
     workdir = root / "work"
@@ -335,6 +341,7 @@ def _run(program: str, limits: SandboxLimits, *, drop: bool, namespaces: list[st
     config = {
         "program": program,
         "nonce": nonce,
+        **({"data": data} if data is not None else {}),
         "workdir": str(workdir),
         "drop_to_uid": uid,
         "guard": limits.guard,
