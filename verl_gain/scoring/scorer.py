@@ -5,9 +5,10 @@ Pipeline (``score_dataset``; the ``verl-gain score`` command is a thin wrapper):
 1. Read the dataset (verl-format parquet, JSON or JSON lines; column ``prompt`` = chat messages) and check every
    row before any model is loaded (``ScoringInputError``, one line naming the row and the fix).
 2. Tokenise every prompt exactly as verl's rollout does and mark its segments (``PromptSegmenter``).
-3. Sort prompts by length (longest first, so a memory problem shows in the first batch) and cut the order into
-   chunks of ``chunk_size`` prompts; each chunk is cut into batches of at most ``token_budget`` tokens (padded
-   ``B x L_max``, or the packed sum). Each finished chunk is written to ``<out>.parts/chunk-XXXXX.parquet`` with
+3. Sort prompts by length and deal them into chunks of about ``chunk_size`` prompts (chunk c gets every n-th
+   prompt of the length order, so every chunk spans all lengths); each chunk is sorted by length again (longest
+   first, so a memory problem shows in its first batch) and cut into batches of at most ``token_budget`` tokens
+   (padded ``B x L_max``, or the packed sum). Each finished chunk is written to ``<out>.parts/chunk-XXXXX.parquet`` with
    the run's fingerprint; a rerun skips the chunks present with a matching fingerprint and positions, and the
    chunks are merged into ``<out>`` at the end.
 4. Each batch runs one forward pass, stopped right after the capture point (``early_exit``: later layers and the
@@ -497,8 +498,12 @@ def score_dataset(
                 ) from None
 
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    # Chunk c takes every n-th prompt of the length order, from the c-th on: every chunk spans all lengths (so the
+    # chunks finished before an interruption are a fair sample, and chunks take similar times), and within a chunk
+    # prompts are again sorted by length for batching.
     order = sorted(range(len(prepared.prompts)), key=lambda i: -len(prepared.prompts[i]))  # longest first
-    chunks = [order[i : i + config.chunk_size] for i in range(0, len(order), config.chunk_size)]
+    num_chunks = math.ceil(len(order) / config.chunk_size)
+    chunks = [order[c::num_chunks] for c in range(num_chunks)]
     parts_dir = parts_dir_for(out)
     parts_dir.mkdir(parents=True, exist_ok=True)
     (parts_dir / "fingerprint.json").write_text(json.dumps(fingerprint, indent=1, sort_keys=True))
