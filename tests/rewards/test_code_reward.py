@@ -110,6 +110,17 @@ def test_functional_top_level_and_leetcode_class():
     assert score(fenced("def other(nums, target):\n    return [0, 1]"), tests)["score"] == 0.0
 
 
+def test_functional_solutions_get_leetcode_names_without_importing_them():
+    """LiveCodeBench's LeetCode starter code uses List without an import, and solutions use deque, heappush..."""
+    tests = {"kind": "functional", "fn_name": "smallest", "cases": [{"args": [[5, 1, 4], 2], "expected": [1, 4]}]}
+    solution = (
+        "class Solution:\n    def smallest(self, nums: List[int], k: int) -> List[int]:\n"
+        "        heap = list(nums)\n        heapify(heap)\n        queue = deque()\n"
+        "        for _ in range(k):\n            queue.append(heappop(heap))\n        return list(queue)\n"
+    )
+    assert score(fenced(solution), tests)["score"] == 1.0
+
+
 def test_functional_wrapped_expected_value_as_apps_ships_it():
     tests = {"kind": "functional", "fn_name": "square", "cases": [{"args": [3], "expected": [9]}]}
     assert score(fenced("def square(x):\n    return x * x"), tests)["score"] == 1.0

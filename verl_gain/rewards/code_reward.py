@@ -11,9 +11,10 @@ verl contract: ``compute_score(data_source, solution_str, ground_truth, extra_in
 - ``{"kind": "stdio", "cases": [{"input": str, "output": str}, ...]}``: the program reads stdin, writes stdout;
   outputs compare line by line after trimming trailing spaces, else token by token with a float tolerance.
 - ``{"kind": "functional", "fn_name": F, "cases": [{"args": [...], "expected": X}, ...]}``: ``F`` is a top-level
-  function or a method of ``class Solution`` (LeetCode style); ``F(*args)`` must equal ``X`` (tuples as lists,
-  floats with a tolerance; an ``X`` of the form ``[value]`` also accepts ``value``, as the APPS/TACO releases wrap
-  return values).
+  function or a method of ``class Solution`` (LeetCode style, run with LeetCode's usual names pre-imported:
+  ``typing``, ``collections``, ``heapq``, ``bisect``, ``itertools``, ``functools``, ``math``); ``F(*args)`` must
+  equal ``X`` (tuples as lists, floats with a tolerance; an ``X`` of the form ``[value]`` also accepts ``value``, as
+  the APPS/TACO releases wrap return values).
 
 All cases of a problem run in one sandboxed process (stops at the first failure); the wall-clock limit is
 ``base_timeout_s + case_timeout_s * n_cases``, capped at ``max_timeout_s`` (reward kwargs).
@@ -53,6 +54,18 @@ import os as _vg_os
 import sys as _vg_sys
 
 _VG_FLOAT_TOLERANCE = 1e-6
+# LeetCode runs solutions with typing names (List, Optional) and common modules already imported; its starter code
+# (which LiveCodeBench's functional problems use) relies on that.
+_VG_LEETCODE_PRELUDE = (
+    "from typing import *\n"
+    "from collections import *\n"
+    "from heapq import *\n"
+    "from bisect import *\n"
+    "from itertools import *\n"
+    "from functools import *\n"
+    "from math import *\n"
+    "import bisect, collections, functools, heapq, itertools, math, re, string, sys\n"
+)
 
 
 class WrongAnswer(AssertionError):
@@ -122,6 +135,7 @@ def _vg_run_stdio(source, cases):
 
 def _vg_run_functional(source, fn_name, cases):
     namespace = {"__name__": "solution", "__builtins__": __builtins__}
+    exec(_VG_LEETCODE_PRELUDE, namespace)
     exec(compile(source, "solution.py", "exec"), namespace)
     function = namespace.get(fn_name)
     if not callable(function):
