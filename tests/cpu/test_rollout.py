@@ -77,6 +77,21 @@ def test_concurrent_requests_are_batched_and_log_probs_match_a_forward(model_con
         assert torch.allclose(torch.tensor(output.log_probs), expected, atol=FP32_AGREEMENT, rtol=0)
 
 
+def test_requests_trickling_in_join_one_batch(model_config):
+    server = make_server(model_config, batch_wait_ms=100)
+    gap_s = 0.02  # the agent loop's requests arrive a few ms apart; each gap is shorter than the quiet period
+
+    async def trickle():
+        tasks = []
+        for index, prompt in enumerate(prompts(model_config, 4)):
+            tasks.append(asyncio.create_task(server.generate(prompt, dict(SAMPLING), request_id=str(index))))
+            await asyncio.sleep(gap_s)
+        return await asyncio.gather(*tasks)
+
+    assert len(asyncio.run(trickle())) == 4
+    assert server.stats()["batches_served"] == 1
+
+
 def test_max_batch_size_splits_the_queue(model_config):
     server = make_server(model_config, max_batch_size=2)
     outputs = asyncio.run(generate_all(server, prompts(model_config, 5)))
@@ -172,8 +187,14 @@ def test_recorder_gathers_each_sampled_token():
 
 @pytest.mark.parametrize(
     "options, message",
-    [({"max_batch_size": 0}, "max_batch_size"), ({"batch_wait_ms": -1}, "batch_wait_ms"), ({"bogus": 1}, "bogus")],
+    [
+        ({"max_batch_size": 0}, "max_batch_size"),
+        ({"batch_wait_ms": -1}, "batch_wait_ms"),
+        ({"batch_wait_ms": 10, "max_batch_wait_ms": 5}, "batch_wait_ms"),
+        ({"bogus": 1}, "unknown .*engine_kwargs.hf options"),
+    ],
 )
 def test_options_are_validated(options, message):
-    with pytest.raises((ValueError, TypeError), match=message):
-        HFRolloutOptions(**options)
+    config = RolloutConfig(name="hf", engine_kwargs={"hf": options})
+    with pytest.raises(ValueError, match=message):
+        HFRolloutOptions.from_rollout_config(config)

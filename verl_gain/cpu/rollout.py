@@ -6,8 +6,9 @@ trainer workers feed with new weights after every update. This module provides t
 rollout name (registered by ``verl_gain.cpu.adaptations``, patch ``hf_rollout``):
 
 - ``HFRolloutServer`` (a Ray actor, one per replica) holds its own copy of the model. Concurrent ``generate`` calls
-  are queued and served in batches: requests that arrive within ``batch_wait_ms`` of each other (and share sampling
-  parameters) go through one left-padded ``model.generate`` call, in a thread so that the actor keeps accepting
+  are queued and served in batches: the server collects requests until none has arrived for ``batch_wait_ms`` (or
+  the batch is full, or ``max_batch_wait_ms`` has passed), and requests that share sampling parameters go through
+  one left-padded ``model.generate`` call, in a thread so that the actor keeps accepting
   requests meanwhile. It returns the sampled token ids with their log-probs, and replaces its weights on
   ``update_weights``, verifying that every parameter now equals (bit for bit) what the trainer sent.
 - ``HFRolloutAdapter`` (verl's ``BaseRollout``) lives in each trainer worker: on a weight update every rank drains
@@ -32,7 +33,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import ray
@@ -49,9 +50,12 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH_SIZE = 64
 """Requests per ``generate`` call; bounds the KV cache and the (batch, vocab) logits kept per decoding step."""
-DEFAULT_BATCH_WAIT_MS = 20.0
-"""How long the server waits after a request arrives for concurrent ones to join its batch (the agent loop submits
-a step's requests within milliseconds of each other)."""
+DEFAULT_BATCH_WAIT_MS = 50.0
+"""Quiet period that closes a batch: the agent loop submits a step's requests one after the other, a few ms apart
+on a loaded 2-core machine (tokenising, two Ray calls each); a batch closed on the first lull would leave the rest
+of the step waiting for a whole second ``generate`` call."""
+DEFAULT_MAX_BATCH_WAIT_MS = 2000.0
+"""Longest time the first request of a batch waits for others (bounds latency when requests keep trickling in)."""
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 DUMMY_LOAD_FORMAT = "dummy"
 """verl's load format for "random weights now, real weights from the first sync" (its default)."""
@@ -69,13 +73,15 @@ class HFRolloutOptions:
 
     Attributes:
         max_batch_size: most requests per ``generate`` call.
-        batch_wait_ms: wait after the first queued request for concurrent ones to join the batch.
+        batch_wait_ms: a batch closes once no request has arrived for this long.
+        max_batch_wait_ms: ... or once its first request has waited this long.
         verify_weights: check every parameter against the trainer's CRC-32 after each weight update.
         num_threads: torch intra-op threads of the server (None: leave Ray's setting).
     """
 
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS
+    max_batch_wait_ms: float = DEFAULT_MAX_BATCH_WAIT_MS
     verify_weights: bool = True
     num_threads: int | None = None
 
@@ -85,16 +91,25 @@ class HFRolloutOptions:
                 f"engine_kwargs.hf.max_batch_size must be >= 1, got {self.max_batch_size}: set it to the number of "
                 "requests one generate call may batch"
             )
-        if self.batch_wait_ms < 0:
-            raise ValueError(f"engine_kwargs.hf.batch_wait_ms must be >= 0, got {self.batch_wait_ms}")
+        if not 0 <= self.batch_wait_ms <= self.max_batch_wait_ms:
+            raise ValueError(
+                f"engine_kwargs.hf.batch_wait_ms must be in [0, max_batch_wait_ms={self.max_batch_wait_ms}], "
+                f"got {self.batch_wait_ms}"
+            )
         if self.num_threads is not None and self.num_threads < 1:
             raise ValueError(f"engine_kwargs.hf.num_threads must be >= 1 or null, got {self.num_threads}")
 
     @classmethod
     def from_rollout_config(cls, config: RolloutConfig) -> HFRolloutOptions:
         engine_kwargs = config.engine_kwargs or {}
-        options = engine_kwargs.get(HF_ROLLOUT_NAME) or {}
-        return cls(**dict(options))
+        options = dict(engine_kwargs.get(HF_ROLLOUT_NAME) or {})
+        unknown = sorted(set(options) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(
+                f"unknown actor_rollout_ref.rollout.engine_kwargs.hf options {unknown}: the hf rollout takes "
+                f"{sorted(f.name for f in fields(cls))}"
+            )
+        return cls(**options)
 
 
 def tensor_digest(tensor: torch.Tensor) -> int:
@@ -200,6 +215,8 @@ class HFRolloutServer:
         self._gate_open.set()
         self.batches_served = 0
         self.requests_served = 0
+        self.tokens_generated = 0
+        self.generate_seconds = 0.0
 
     # ----------------------------------------------------------------------------------------------------------
     # set-up
@@ -300,11 +317,12 @@ class HFRolloutServer:
         """Serve the queue batch by batch until it is empty."""
         try:
             while self._queue:
-                await asyncio.sleep(self.options.batch_wait_ms / 1000.0)
+                await self._collect()
                 key = self._queue[0].key
                 batch = [request for request in self._queue if request.key == key][: self.options.max_batch_size]
                 taken = {id(request) for request in batch}
                 self._queue = [request for request in self._queue if id(request) not in taken]
+                started = time.perf_counter()
                 try:
                     outputs = await asyncio.to_thread(self._generate_batch, batch)
                 except Exception as error:  # every waiting caller gets the error, not a hang
@@ -315,11 +333,27 @@ class HFRolloutServer:
                 for request, output in zip(batch, outputs, strict=True):
                     if not request.future.done():
                         request.future.set_result(output)
+                seconds = time.perf_counter() - started
+                tokens = sum(len(output.token_ids) for output in outputs)
+                logger.info("generated %d responses, %d tokens in %.2f s", len(batch), tokens, seconds)
                 self.batches_served += 1
                 self.requests_served += len(batch)
+                self.tokens_generated += tokens
+                self.generate_seconds += seconds
         finally:
             if not self._queue:
                 self._idle.set()
+
+    async def _collect(self) -> None:
+        """Wait while requests keep arriving: until a quiet ``batch_wait_ms``, a full batch, or the deadline."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.max_batch_wait_ms / 1000.0
+        seen = len(self._queue)
+        while seen < self.options.max_batch_size and loop.time() < deadline:
+            await asyncio.sleep(self.options.batch_wait_ms / 1000.0)
+            if len(self._queue) == seen:
+                return
+            seen = len(self._queue)
 
     @torch.no_grad()
     def _generate_batch(self, batch: list[_Request]) -> list[TokenOutput]:
@@ -431,6 +465,8 @@ class HFRolloutServer:
             "global_steps": self.global_steps,
             "batches_served": self.batches_served,
             "requests_served": self.requests_served,
+            "tokens_generated": self.tokens_generated,
+            "generate_seconds": self.generate_seconds,
         }
 
     # ----------------------------------------------------------------------------------------------------------

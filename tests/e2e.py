@@ -1,0 +1,243 @@
+"""End-to-end helper: run ``python -m verl_gain.main`` on a tiny CPU setup and read its metrics back.
+
+Reusable by any end-to-end test of the project:
+
+    fixture = make_fixture(tmp_path)                      # dataset parquet files, tiny model, reward function
+    overrides = base_overrides(fixture, total_steps=3)    # a fast CPU run of verl's GRPO trainer
+    result = run_main(overrides + ["trainer.save_freq=3"], metrics_path=tmp_path / "run1.jsonl")
+    result.check()                                        # exit code 0, else the log tail in the failure message
+    result.metric("actor/pg_loss")                        # {step: value}
+
+Metrics come from verl's own ``file`` logger (``trainer.logger=[console,file]``): one JSON line per logged step,
+``{"step": int, "data": {metric: value}}``, at the path in ``VERL_FILE_LOGGER_PATH``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from tests.tiny import make_tiny_model_dir
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_SOURCE = "verl_gain/e2e_arithmetic"
+REWARD_FUNCTION = "compute_score"
+DEFAULT_TIMEOUT_S = 600.0
+LOG_TAIL_CHARS = 6000
+METRICS_ENV = "VERL_FILE_LOGGER_PATH"
+
+# A deterministic reward with variance inside a GRPO group: the tiny random model writes random bytes, so rows of a
+# group differ in how many distinct characters they use and in whether the answer's digits appear.
+REWARD_SOURCE = '''"""Reward for the end-to-end tests: deterministic, and different across the samples of a group."""
+
+
+def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs):
+    distinct = len(set(solution_str)) / max(len(solution_str), 1)
+    hit = 1.0 if str(ground_truth) in solution_str else 0.0
+    return {"score": hit + distinct, "acc": hit}
+'''
+
+
+@dataclass(frozen=True)
+class E2EFixture:
+    """Files of a tiny end-to-end run."""
+
+    root: Path
+    model_dir: Path
+    train_file: Path
+    val_file: Path
+    reward_file: Path
+    checkpoint_dir: Path
+
+
+def arithmetic_rows(count: int, split: str, offset: int = 0) -> list[dict]:
+    """``count`` verl-format rows (chat prompt, rule reward with a ground truth) of small sums."""
+    rows = []
+    for index in range(count):
+        a, b = (offset + index) % 10, (3 * (offset + index) + 1) % 10
+        rows.append(
+            {
+                "data_source": DATA_SOURCE,
+                "prompt": [{"role": "user", "content": f"{a}+{b}=?"}],
+                "ability": "math",
+                "reward_model": {"style": "rule", "ground_truth": str(a + b)},
+                "extra_info": {"split": split, "index": offset + index},
+            }
+        )
+    return rows
+
+
+def make_fixture(root: str | Path, train_rows: int = 64, val_rows: int = 4, template: str = "chatml") -> E2EFixture:
+    """Write a dataset (train/val parquet), a tiny model folder and the reward function file under ``root``."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    train_file = root / "train.parquet"
+    val_file = root / "val.parquet"
+    pd.DataFrame(arithmetic_rows(train_rows, "train")).to_parquet(train_file)
+    pd.DataFrame(arithmetic_rows(val_rows, "test", offset=train_rows)).to_parquet(val_file)
+    reward_file = root / "reward.py"
+    reward_file.write_text(REWARD_SOURCE)
+    model_dir = make_tiny_model_dir(root / "model", template=template)
+    return E2EFixture(root, model_dir, train_file, val_file, reward_file, root / "checkpoints")
+
+
+def base_overrides(
+    fixture: E2EFixture,
+    total_steps: int = 3,
+    workers: int = 2,
+    prompts_per_step: int = 4,
+    rollouts_per_prompt: int = 4,
+    response_length: int = 16,
+    prompt_length: int = 64,
+    learning_rate: float = 1e-3,
+    use_v1: bool = True,
+) -> list[str]:
+    """Overrides for a fast CPU GRPO run of verl's trainer: reference model with KL loss, ``workers`` FSDP ranks.
+
+    Micro-batches divide the per-rank batch (``prompts_per_step * rollouts_per_prompt / workers`` rows). The large
+    learning rate makes one update move the tiny model's log-probs visibly.
+    """
+    rows_per_rank = prompts_per_step * rollouts_per_prompt // workers
+    micro_batch = max(1, rows_per_rank // 2)
+    return [
+        "trainer.device=cpu",
+        f"trainer.use_v1={str(use_v1).lower()}",
+        f"trainer.n_gpus_per_node={workers}",
+        f"trainer.total_training_steps={total_steps}",
+        "trainer.total_epochs=100",
+        "trainer.logger=[console,file]",
+        "trainer.val_before_train=false",
+        "trainer.test_freq=-1",
+        "trainer.project_name=verl_gain_e2e",
+        "trainer.experiment_name=tiny",
+        f"trainer.default_local_dir={fixture.checkpoint_dir}",
+        "trainer.resume_mode=auto",
+        f"data.train_files={fixture.train_file}",
+        f"data.val_files={fixture.val_file}",
+        f"data.train_batch_size={prompts_per_step}",
+        f"data.max_prompt_length={prompt_length}",
+        f"data.max_response_length={response_length}",
+        "data.shuffle=false",
+        "algorithm.adv_estimator=grpo",
+        "algorithm.use_kl_in_reward=false",
+        f"actor_rollout_ref.model.path={fixture.model_dir}",
+        f"actor_rollout_ref.actor.optim.lr={learning_rate}",
+        f"actor_rollout_ref.actor.ppo_mini_batch_size={prompts_per_step}",
+        f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro_batch}",
+        "actor_rollout_ref.actor.use_kl_loss=true",
+        "actor_rollout_ref.actor.kl_loss_coef=0.01",
+        "actor_rollout_ref.actor.kl_loss_type=low_var_kl",
+        f"actor_rollout_ref.rollout.n={rollouts_per_prompt}",
+        f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={micro_batch}",
+        f"actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu={micro_batch}",
+        f"reward.custom_reward_function.path={fixture.reward_file}",
+        f"reward.custom_reward_function.name={REWARD_FUNCTION}",
+        "+ray_kwargs.ray_init.include_dashboard=false",  # two fewer processes to start
+    ]
+
+
+@dataclass
+class RunResult:
+    """Outcome of one ``python -m verl_gain.main`` run."""
+
+    returncode: int
+    output: str
+    seconds: float
+    metrics_path: Path
+
+    def check(self) -> RunResult:
+        """Raise with the end of the log if the run failed."""
+        if self.returncode != 0:
+            raise AssertionError(
+                f"python -m verl_gain.main exited with {self.returncode}; log tail:\n{self.output[-LOG_TAIL_CHARS:]}"
+            )
+        return self
+
+    @property
+    def steps(self) -> list[dict]:
+        """Every logged step: ``{"step": int, "data": {metric: value}}``."""
+        return read_metrics(self.metrics_path)
+
+    def metric(self, name: str) -> dict[int, float]:
+        """``{step: value}`` of one metric over the logged steps that have it."""
+        return {entry["step"]: entry["data"][name] for entry in self.steps if name in entry["data"]}
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The JSON lines written by verl's ``file`` logger (empty if the file does not exist)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def session_members(session_id: int) -> list[int]:
+    """Pids of the processes in a session (Linux ``/proc``); Ray workers get their own process group in it."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session_id:  # the fields after "pid (comm)": state, ppid, pgrp, session, ...
+            members.append(int(stat.parent.name))
+    return members
+
+
+def kill_session(session_id: int) -> None:
+    """SIGKILL every process of a session that this helper started (``start_new_session``)."""
+    for pid in session_members(session_id):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def run_main(
+    overrides: list[str],
+    metrics_path: str | Path,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    env: dict[str, str] | None = None,
+    cwd: str | Path | None = None,
+) -> RunResult:
+    """Run ``python -m verl_gain.main <overrides>`` in a subprocess; its metrics go to ``metrics_path``.
+
+    A run past ``timeout_s`` is killed with every process of its session (the Ray cluster it started included)
+    and reported as return code -9.
+    """
+    metrics_path = Path(metrics_path)
+    metrics_path.parent.mkdir(parents=True, exist_ok=True)
+    run_env = {
+        **os.environ,
+        METRICS_ENV: str(metrics_path),
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "RAY_DEDUP_LOGS": "0",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        **(env or {}),
+    }
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "verl_gain.main", *overrides],
+        cwd=str(cwd or metrics_path.parent),
+        env=run_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        kill_session(process.pid)
+        output, _ = process.communicate()
+        output += f"\n[tests.e2e] killed after {timeout_s:.0f} s"
+    return RunResult(process.returncode, output, time.perf_counter() - started, metrics_path)
