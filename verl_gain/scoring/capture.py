@@ -12,12 +12,12 @@ Explicit choices: ``mlp_input:<i>`` (the MLP input of decoder layer i; negative 
 prefixes).
 
 The decoder stack is found structurally: the largest ``ModuleList`` whose items each hold an MLP child
-(``MLP_CHILD_NAMES``); the final norm is the last ``*Norm*`` child of the module that holds that stack. This fits
-Llama, Qwen2/2.5/3 (dense and MoE), Mistral/Mixtral, Gemma 1-3, Phi-3 and Megatron's ``GPTModel``
-(``decoder.layers`` / ``decoder.final_layernorm``). Wrappers are seen through: FSDP1 (``_fsdp_wrapped_module.``),
-activation checkpointing (``_checkpoint_wrapped_module.``), ``torch.compile`` (``_orig_mod.``), DDP (``module.``)
-and PEFT (``base_model.model.``); FSDP2 keeps names unchanged. The module returned is the innermost real module,
-under its qualified name in the wrapped model.
+(``MLP_CHILD_NAMES``); the final norm is the last ``*Norm*`` child of the module that holds that stack. Tested on
+Llama, Qwen2, Qwen3, Qwen3-MoE, Mistral and Gemma2; the same layout holds for Qwen2.5, Mixtral, Gemma 1/3 and Phi-3,
+and for Megatron's ``GPTModel`` (``decoder.layers`` / ``decoder.final_layernorm``). Wrappers are seen through:
+FSDP1 (``_fsdp_wrapped_module.``), activation checkpointing (``_checkpoint_wrapped_module.``), ``torch.compile``
+(``_orig_mod.``), DDP (``module.``) and PEFT (``base_model.model.``); FSDP2 keeps names unchanged. The module
+returned is the innermost real module, under its qualified name in the wrapped model.
 
 Public API (the verl actor reuses it):
 
