@@ -234,3 +234,11 @@ def test_cpu_device_module_answers_verl_calls():
 
 def test_cpu_platform_is_never_auto_detected():
     assert PlatformCPU().is_platform_available(use_smi_check=True) is False
+
+
+def test_docs_ledger_lists_every_adaptation():
+    ledger = (Path(__file__).resolve().parents[2] / "docs" / "cpu.md").read_text()
+    for patch in RUNTIME_PATCHES:
+        assert f"`{patch.name}`" in ledger and patch.verl_location in ledger, patch.name
+    for adaptation in CONFIG_ADAPTATIONS:
+        assert f"`{adaptation.key}`" in ledger and adaptation.verl_location in ledger, adaptation.key

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 import verl_gain
 from verl_gain.cpu.adaptations import CONFIG_ADAPTATIONS, FP32_MIXED_PRECISION, HF_ROLLOUT_NAME, LOGICAL_CPUS
-from verl_gain.cpu.backend import accelerator_available
+from verl_gain.cpu.backend import TQ_DEFAULT_THREADS, accelerator_available
 from verl_gain.cpu.config import CPU_FRIENDLY_DEFAULTS, CPUConfigError, apply_cpu_defaults, is_cpu_run, override_keys
 from verl_gain.main import CONFIG_NAME, select_device
 
@@ -48,6 +48,7 @@ def test_cpu_defaults_set_every_ledger_value():
     assert config.ray_kwargs.ray_init.num_cpus == LOGICAL_CPUS
     env = config.ray_kwargs.ray_init.runtime_env.env_vars
     assert env.VERL_PLATFORM == "cpu" and "verl_gain.cpu.plugin" in env.VERL_USE_EXTERNAL_MODULES.split(",")
+    assert 1 <= int(env.TQ_NUM_THREADS) <= TQ_DEFAULT_THREADS
 
 
 def test_user_overrides_keep_their_values():

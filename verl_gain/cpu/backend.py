@@ -7,6 +7,7 @@ Selection is by environment, because verl resolves its platform once per process
     VERL_USE_EXTERNAL_MODULES=...,verl_gain.cpu.plugin  verl imports the plugin on `import verl` (besides the
                                                       `verl.plugins` entry point), so the CPU adaptations are
                                                       installed even where entry points are disabled
+    TQ_NUM_THREADS=<physical cores, at most 8>        TransferQueue's threads (quiet: no warning per batch)
 
 ``activate()`` sets both in the driver's environment (inherited by the local Ray cluster it starts) and
 ``verl_gain.cpu.config.apply_cpu_defaults`` adds them to ``ray_kwargs.ray_init.runtime_env.env_vars`` (the job's
@@ -19,6 +20,8 @@ from __future__ import annotations
 import logging
 import os
 
+import psutil
+
 from verl_gain.cpu.adaptations import check_verl_version, install
 
 logger = logging.getLogger(__name__)
@@ -27,6 +30,10 @@ PLATFORM_ENV = "VERL_PLATFORM"
 EXTERNAL_MODULES_ENV = "VERL_USE_EXTERNAL_MODULES"
 PLUGIN_MODULE = "verl_gain.cpu.plugin"
 CPU_PLATFORM = "cpu"
+TQ_THREADS_ENV = "TQ_NUM_THREADS"
+TQ_DEFAULT_THREADS = 8
+"""TransferQueue's default torch threads for (de)serialising batches (transfer_queue/client.py:42); it warns on every
+put/get when that exceeds the physical cores, so CPU runs cap it at the core count."""
 
 
 def is_selected(environ: dict[str, str] | None = None) -> bool:
@@ -48,7 +55,9 @@ def worker_env_vars(extra_modules: str = "") -> dict[str, str]:
             modules.append(name)
     if PLUGIN_MODULE not in modules:
         modules.append(PLUGIN_MODULE)
-    return {PLATFORM_ENV: CPU_PLATFORM, EXTERNAL_MODULES_ENV: ",".join(modules)}
+    physical_cores = psutil.cpu_count(logical=False) or 1
+    tq_threads = os.environ.get(TQ_THREADS_ENV) or str(min(TQ_DEFAULT_THREADS, physical_cores))
+    return {PLATFORM_ENV: CPU_PLATFORM, EXTERNAL_MODULES_ENV: ",".join(modules), TQ_THREADS_ENV: tq_threads}
 
 
 def accelerator_available() -> bool:
