@@ -42,3 +42,12 @@ def test_timeout_kills_the_whole_session(tmp_path):
 
 def test_session_members_lists_this_process():
     assert os.getpid() in session_members(os.getsid(0))
+
+
+def test_entry_point_refuses_a_gpu_rollout_on_cpu_in_one_line(tmp_path):
+    result = run_main(
+        ["trainer.device=cpu", "actor_rollout_ref.rollout.name=vllm"], metrics_path=tmp_path / "m.jsonl", timeout_s=120
+    )
+    assert result.returncode == 1
+    last_line = result.output.strip().splitlines()[-1]
+    assert last_line.startswith("verl-gain: actor_rollout_ref.rollout.name=vllm needs a GPU")
