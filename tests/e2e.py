@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,11 +208,12 @@ def run_main(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     env: dict[str, str] | None = None,
     cwd: str | Path | None = None,
+    echo: bool = False,
 ) -> RunResult:
     """Run ``python -m verl_gain.main <overrides>`` in a subprocess; its metrics go to ``metrics_path``.
 
     A run past ``timeout_s`` is killed with every process of its session (the Ray cluster it started included)
-    and reported as return code -9.
+    and reported as return code -9. ``echo`` also prints the run's output as it comes (for long runs).
     """
     metrics_path = Path(metrics_path)
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
@@ -234,10 +236,21 @@ def run_main(
         text=True,
         start_new_session=True,
     )
+    lines: list[str] = []
+
+    def collect() -> None:
+        for line in process.stdout:
+            lines.append(line)
+            if echo:
+                print(line, end="", flush=True)
+
+    reader = threading.Thread(target=collect, daemon=True)
+    reader.start()
     try:
-        output, _ = process.communicate(timeout=timeout_s)
+        process.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         kill_session(process.pid)
-        output, _ = process.communicate()
-        output += f"\n[tests.e2e] killed after {timeout_s:.0f} s"
-    return RunResult(process.returncode, output, time.perf_counter() - started, metrics_path)
+        process.wait()
+        lines.append(f"\n[tests.e2e] killed after {timeout_s:.0f} s")
+    reader.join()
+    return RunResult(process.returncode, "".join(lines), time.perf_counter() - started, metrics_path)
