@@ -14,7 +14,7 @@ STAMP := $(VENV)/.verl-gain-installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test test-all lint format demo bench bench-scoring clean
+.PHONY: setup test test-all lint format demo bench bench-scoring bench-cpu clean
 
 setup: $(STAMP)
 
@@ -58,6 +58,10 @@ bench: setup
 ## The scoring pre-pass vs a bare forward and the naive procedure, real SmolLM2 on GSM8K (~15 min on 2 cores).
 bench-scoring: setup
 	$(PY) bench/bench_scoring.py
+
+## Wall time per GRPO step of verl's trainer on the CPU backend, real SmolLM2 on GSM8K (~15 min on 2 cores).
+bench-cpu: setup
+	$(PY) bench/bench_cpu_step.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
