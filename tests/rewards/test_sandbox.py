@@ -66,6 +66,22 @@ def test_early_exit_cannot_fake_a_pass():
         assert result.status in ("error", "crashed")
 
 
+def test_writes_to_the_verdict_pipe_cannot_fake_a_pass_or_break_the_parent():
+    """The program can find the verdict pipe among its file descriptors; what it writes there is not trusted."""
+    program = (
+        "import os\n"
+        "for fd in range(3, 64):\n"
+        '    for junk in (b\'5\\n\', b\'[1]\\n\', b\'{"setup": 3}\\n\', b\'{"status": "passed", "nonce": "0"}\\n\'):\n'
+        "        try:\n"
+        "            os.write(fd, junk)\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "raise SystemExit(0)\n"
+    )
+    result = run_python(program)
+    assert result.status == "error" and "SystemExit" in result.detail
+
+
 def test_infinite_loop_is_killed_at_the_wall_clock_limit():
     start = time.monotonic()
     result = run_python("while True:\n    pass", SandboxLimits(timeout_s=SHORT_TIMEOUT_S))

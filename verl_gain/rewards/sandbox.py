@@ -392,12 +392,14 @@ def _run(
             _kill_group(process.pid)
             process.wait()
         wall = time.monotonic() - start
-        verdicts = []
+        verdicts = []  # the runner's lines; the program can write to the pipe too, so anything else is skipped
         for line in _read_available(verdict_read).decode("utf-8", errors="replace").splitlines():
             try:
-                verdicts.append(json.loads(line))
+                parsed = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            if isinstance(parsed, dict):
+                verdicts.append(parsed)
         output_tail = _read_tail(output_path, OUTPUT_TAIL_BYTES)
     finally:
         os.close(verdict_read)
@@ -408,16 +410,17 @@ def _run(
         if cgroup is not None:
             _remove_cgroup(cgroup)
 
-    if any(line.get("setup", {}).get("readonly_fs") for line in verdicts):
+    if any(isinstance(line.get("setup"), dict) and line["setup"].get("readonly_fs") is True for line in verdicts):
         isolation.append("readonly_fs")
-    verdicts = [line for line in verdicts if "status" in line]
-    verdict = verdicts[-1] if verdicts else None
+    passed = any(line.get("status") == STATUS_PASSED and line.get("nonce") == nonce for line in verdicts)
+    failures = [line for line in verdicts if line.get("status") in (STATUS_ERROR, STATUS_MEMORY)]
+    verdict = failures[-1] if failures else None
     returncode = process.returncode
-    if verdict and verdict.get("status") == STATUS_PASSED and verdict.get("nonce") == nonce and not timed_out:
+    if passed and not timed_out:
         status, detail = STATUS_PASSED, ""
     elif timed_out:
         status, detail = STATUS_TIMEOUT, f"killed after {limits.timeout_s:g} s wall clock"
-    elif verdict and verdict.get("status") in (STATUS_ERROR, STATUS_MEMORY):
+    elif verdict is not None:
         status, detail = verdict["status"], str(verdict.get("detail", ""))
     elif returncode in (-signal.SIGXCPU, -signal.SIGKILL, 128 + signal.SIGXCPU, 128 + signal.SIGKILL):
         status, detail = STATUS_TIMEOUT, f"CPU limit ({config['limits']['cpu_s']} s) reached"
