@@ -128,6 +128,34 @@ def test_functional_wrapped_expected_value_as_apps_ships_it():
     assert score(fenced("def square(x):\n    return x + x"), tests)["score"] == 0.0
 
 
+@pytest.mark.parametrize(
+    "hack",
+    [
+        # an object equal to everything
+        "class Anything:\n    def __eq__(self, other):\n        return True\ndef square(x):\n    return Anything()",
+        # an int subclass equal to everything
+        "class Sly(int):\n    def __eq__(self, other):\n        return True\n    __hash__ = int.__hash__\n"
+        "def square(x):\n    return Sly(0)",
+        # rebinding the builtins and math functions a comparison might use
+        "import builtins, math\nbuiltins.all = lambda *a: True\nbuiltins.len = lambda *a: 0\n"
+        "math.isclose = lambda *a, **k: True\ndef square(x):\n    return -1.0",
+    ],
+)
+def test_functional_harness_resists_comparison_hacks(hack):
+    tests = {"kind": "functional", "fn_name": "square", "cases": [{"args": [3], "expected": 9}]}
+    assert score(fenced(hack), tests)["score"] == 0.0
+
+
+def test_stdio_harness_resists_rebound_builtins():
+    hack = "import builtins, math\nbuiltins.all = lambda *a: True\nmath.isclose = lambda *a, **k: True\nprint('5 0.5')"
+    assert score(fenced(hack), {"kind": "stdio", "cases": [{"input": "", "output": "5 7"}]})["score"] == 0.0
+
+
+def test_numpy_results_count_as_numbers():
+    tests = {"kind": "functional", "fn_name": "total", "cases": [{"args": [[1, 2, 3]], "expected": 6}]}
+    assert score(fenced("import numpy as np\ndef total(xs):\n    return np.int64(np.sum(xs))"), tests)["score"] == 1.0
+
+
 def test_extract_code_prefers_the_last_block_defining_the_entry_point():
     response = "```python\ndef f():\n    return 1\n```\nUsage:\n```python\nprint(f())\n```"
     assert extract_code(response, "f").startswith("def f")

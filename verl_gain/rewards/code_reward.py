@@ -68,16 +68,26 @@ _VG_LEETCODE_PRELUDE = (
 )
 
 
+# The solution runs in this process and could rebind builtins or module functions (builtins.all, math.isclose) to
+# make every comparison succeed: the harness keeps its own references, taken before any solution code runs.
+_vg_all, _vg_len, _vg_zip, _vg_float, _vg_type = all, len, zip, float, type
+_vg_list, _vg_dict, _vg_enumerate, _vg_callable, _vg_getattr = list, dict, enumerate, callable, getattr
+_vg_exec, _vg_compile, _vg_open, _vg_repr = exec, compile, open, repr
+_vg_isclose, _vg_deepcopy = _vg_math.isclose, _vg_copy.deepcopy
+_VG_SCALARS = (int, float, str, bool, type(None))
+_VG_NUMBERS = (int, float)
+
+
 class WrongAnswer(AssertionError):
     pass
 
 
 def _vg_same_number(a, b):
     try:
-        x, y = float(a), float(b)
+        x, y = _vg_float(a), _vg_float(b)
     except (TypeError, ValueError):
         return False
-    return _vg_math.isclose(x, y, rel_tol=_VG_FLOAT_TOLERANCE, abs_tol=_VG_FLOAT_TOLERANCE)
+    return _vg_isclose(x, y, rel_tol=_VG_FLOAT_TOLERANCE, abs_tol=_VG_FLOAT_TOLERANCE)
 
 
 def _vg_same_output(got, expected):
@@ -86,43 +96,50 @@ def _vg_same_output(got, expected):
     if got_lines == expected_lines:
         return True
     got_tokens, expected_tokens = got.split(), expected.split()
-    if len(got_tokens) != len(expected_tokens):
+    if _vg_len(got_tokens) != _vg_len(expected_tokens):
         return False
-    return all(a == b or _vg_same_number(a, b) for a, b in zip(got_tokens, expected_tokens))
+    return _vg_all(a == b or _vg_same_number(a, b) for a, b in _vg_zip(got_tokens, expected_tokens))
 
 
 def _vg_plain(value):
-    if isinstance(value, (list, tuple)):
+    # A returned value as plain data (tuples as lists, numpy scalars as numbers); anything else is refused, so that
+    # an object with a permissive __eq__ cannot pass for the expected value.
+    kind = _vg_type(value)
+    if kind in (_vg_list, tuple):
         return [_vg_plain(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _vg_plain(item) for key, item in value.items()}
-    return value
+    if kind is _vg_dict:
+        return {_vg_plain(key): _vg_plain(item) for key, item in value.items()}
+    if kind in _VG_SCALARS:
+        return value
+    if kind.__module__ == "numpy" and _vg_callable(_vg_getattr(value, "item", None)):
+        return _vg_plain(value.item())
+    raise WrongAnswer("the solution returned a %s, not plain data" % kind.__name__)
 
 
 def _vg_same_value(got, expected):
     if got == expected:
         return True
-    if isinstance(got, (int, float)) and isinstance(expected, (int, float)) and not isinstance(got, bool):
+    if _vg_type(got) in _VG_NUMBERS and _vg_type(expected) in _VG_NUMBERS:
         return _vg_same_number(got, expected)
-    if isinstance(got, list) and isinstance(expected, list) and len(got) == len(expected):
-        return all(_vg_same_value(a, b) for a, b in zip(got, expected))
+    if _vg_type(got) is _vg_list and _vg_type(expected) is _vg_list and _vg_len(got) == _vg_len(expected):
+        return _vg_all(_vg_same_value(a, b) for a, b in _vg_zip(got, expected))
     return False
 
 
 def _vg_run_stdio(source, cases):
-    code = compile(source, "solution.py", "exec")
-    for number, case in enumerate(cases):
-        with open("stdin.txt", "w") as handle:
+    code = _vg_compile(source, "solution.py", "exec")
+    for number, case in _vg_enumerate(cases):
+        with _vg_open("stdin.txt", "w") as handle:
             handle.write(case["input"])
         fd = _vg_os.open("stdin.txt", _vg_os.O_RDONLY)
         if fd != 0:  # fd 0 is free when the previous case's solution closed it (open(0) without closefd=False)
             _vg_os.dup2(fd, 0)
             _vg_os.close(fd)
-        _vg_sys.stdin = open(0, closefd=False)
+        _vg_sys.stdin = _vg_open(0, closefd=False)
         captured = _vg_io.TextIOWrapper(_vg_io.BytesIO(), encoding="utf-8")
         real_stdout, _vg_sys.stdout = _vg_sys.stdout, captured
         try:
-            exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
+            _vg_exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
         except SystemExit:
             pass
         finally:
@@ -130,24 +147,25 @@ def _vg_run_stdio(source, cases):
         captured.flush()
         got = captured.buffer.getvalue().decode("utf-8", errors="replace")
         if not _vg_same_output(got, case["output"]):
-            raise WrongAnswer("case %d: expected %r, got %r" % (number, case["output"][:200], got[:200]))
+            expected = _vg_repr(case["output"][:200])
+            raise WrongAnswer("case %d: expected %s, got %s" % (number, expected, _vg_repr(got[:200])))
 
 
 def _vg_run_functional(source, fn_name, cases):
     namespace = {"__name__": "solution", "__builtins__": __builtins__}
-    exec(_VG_LEETCODE_PRELUDE, namespace)
-    exec(compile(source, "solution.py", "exec"), namespace)
+    _vg_exec(_VG_LEETCODE_PRELUDE, namespace)
+    _vg_exec(_vg_compile(source, "solution.py", "exec"), namespace)
     function = namespace.get(fn_name)
-    if not callable(function):
+    if not _vg_callable(function):
         if "Solution" not in namespace:
             raise NameError("the solution defines neither %s nor class Solution" % fn_name)
-        function = getattr(namespace["Solution"](), fn_name)
-    for number, case in enumerate(cases):
-        got = _vg_plain(function(*_vg_copy.deepcopy(case["args"])))
+        function = _vg_getattr(namespace["Solution"](), fn_name)
+    for number, case in _vg_enumerate(cases):
+        got = _vg_plain(function(*_vg_deepcopy(case["args"])))
         expected = _vg_plain(case["expected"])
-        wrapped = isinstance(expected, list) and len(expected) == 1 and _vg_same_value(got, expected[0])
+        wrapped = _vg_type(expected) is _vg_list and _vg_len(expected) == 1 and _vg_same_value(got, expected[0])
         if not (_vg_same_value(got, expected) or wrapped):
-            raise WrongAnswer("case %d: expected %r, got %r" % (number, expected, got))
+            raise WrongAnswer("case %d: expected %s, got %s" % (number, _vg_repr(expected), _vg_repr(got)))
 """
 
 
