@@ -1,11 +1,12 @@
-"""``python -m verl_gain.main``: verl's PPO/GRPO trainer (stock task runners) with verl-gain's additions.
+"""``python -m verl_gain.main``: verl's PPO/GRPO trainer with verl-gain's additions (GAIN sampling, CPU backend).
 
 A thin hydra entry point over verl's ``ppo_trainer`` config (``verl_gain/trainer/config/verl_gain_trainer.yaml``
 extends it through hydra's search path). With ``trainer.device=cpu``, or when no accelerator is present and the
 device was not set, it runs on the CPU backend (``verl_gain.cpu``): the CPU platform is selected in every process
 and the CPU defaults are applied to the config. Everything else is verl's: ``run`` hands the config to
 ``verl.trainer.main_ppo.run_ppo`` with verl's V1 task runner (``trainer.use_v1=true``, the default) or the legacy
-one (``trainer.use_v1=false``), or with task runner classes passed by the caller.
+one (``trainer.use_v1=false``), or with task runner classes passed by the caller. With ``gain.enable=true`` the
+GAIN config is checked first and the GAIN task runners run instead (``verl_gain.trainer.entry``).
 
     python -m verl_gain.main trainer.device=cpu actor_rollout_ref.model.path=... data.train_files=... ...
 """
@@ -21,6 +22,7 @@ from omegaconf import DictConfig
 
 from verl_gain.cpu.adaptations import AdaptationTargetMissing, UnsupportedVerlVersion
 from verl_gain.cpu.config import CPU_DEVICE, CPUConfigError, apply_cpu_defaults, is_cpu_run, override_keys
+from verl_gain.trainer.entry import GainConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -83,12 +85,15 @@ def run(
     prepare_config(config, user_overrides)
     from verl.trainer.main_ppo import TaskRunnerV1, run_ppo
 
+    from verl_gain.trainer.entry import prepare_gain
+
+    gain_runner, gain_legacy_runner = prepare_gain(config)  # (None, None) with gain.enable=false
     if config.trainer.use_v1:
-        runner = task_runner_class or TaskRunnerV1
+        runner = task_runner_class or gain_runner or TaskRunnerV1
     else:
         from verl.trainer.main_ppo_v0 import TaskRunner
 
-        runner = legacy_task_runner_class or TaskRunner
+        runner = legacy_task_runner_class or gain_legacy_runner or TaskRunner
     run_ppo(config, task_runner_class=runner)
 
 
@@ -103,7 +108,7 @@ def hydra_overrides() -> list[str]:
 def main(config: DictConfig) -> None:
     try:
         run(config, user_overrides=hydra_overrides())
-    except (CPUConfigError, UnsupportedVerlVersion, AdaptationTargetMissing) as error:
+    except (CPUConfigError, GainConfigError, UnsupportedVerlVersion, AdaptationTargetMissing) as error:
         sys.exit(f"verl-gain: {error}")
 
 

@@ -1,0 +1,127 @@
+"""Start-up of a GAIN run: check the config before any worker starts, and pick the task runners.
+
+``python -m verl_gain.main`` calls ``prepare_gain`` on the composed config. With ``gain.enable=false`` nothing
+changes and verl's own runners run. With ``gain.enable=true`` every combination GAIN cannot honour is refused here
+with a message that says what to set, the dataset class becomes ``GainRLHFDataset`` (through verl's own
+``data.custom_cls`` option) and the GAIN runners are returned.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, open_dict
+
+from verl_gain.trainer.settings import GainSettings
+
+DATASET_MODULE = "pkg://verl_gain.trainer.dataset"
+DATASET_CLASS = "GainRLHFDataset"
+
+
+class GainConfigError(ValueError):
+    """A config that GAIN sampling cannot run with (one line: what to set)."""
+
+
+def _count_rows(files: Any) -> int | None:
+    """Rows in ``data.train_files`` (parquet metadata only), or None if a file cannot be read that way."""
+    import pyarrow.parquet as pq
+
+    files = [files] if isinstance(files, str) else list(files)
+    total = 0
+    for path in files:
+        if not str(path).endswith(".parquet"):
+            return None
+        try:
+            total += pq.ParquetFile(path).metadata.num_rows
+        except (OSError, ValueError):
+            return None
+    return total
+
+
+def _check_dataset_class(config: DictConfig) -> None:
+    custom = config.data.get("custom_cls") or {}
+    if not custom.get("path"):
+        with open_dict(config):
+            config.data.custom_cls.path = DATASET_MODULE
+            config.data.custom_cls.name = DATASET_CLASS
+        return
+    from verl.utils.import_utils import load_extern_object
+
+    from verl_gain.trainer.dataset import GainRLHFDataset
+
+    cls = load_extern_object(custom.path, custom.name)
+    if not (isinstance(cls, type) and issubclass(cls, GainRLHFDataset)):
+        raise GainConfigError(
+            f"data.custom_cls {custom.name!r} is not a GainRLHFDataset: GAIN needs each row's dataset position; "
+            "derive your dataset from verl_gain.trainer.dataset.GainRLHFDataset (or unset data.custom_cls)"
+        )
+
+
+def check_gain_config(config: DictConfig) -> GainSettings:
+    """Refuse, before any worker starts, what GAIN sampling cannot run with."""
+    try:
+        settings = GainSettings.from_config(config.gain)
+    except ValueError as error:
+        raise GainConfigError(str(error)) from None
+    if int(config.data.get("dataloader_num_workers", 0)) != 0:
+        raise GainConfigError(
+            f"gain.enable=True needs data.dataloader_num_workers=0 (got {config.data.dataloader_num_workers}): "
+            "loader workers prefetch batches drawn from a stale window"
+        )
+    if config.trainer.get("use_v1", True) and config.trainer.v1.trainer_mode != "sync":
+        raise GainConfigError(
+            f"gain.enable=True supports trainer.v1.trainer_mode=sync only (got {config.trainer.v1.trainer_mode!r}): "
+            "async modes prefetch prompts before the window moves; set trainer.v1.trainer_mode=sync"
+        )
+    filter_groups = config.algorithm.get("filter_groups") or {}
+    refill = (config.trainer.get("v1") or {}).get("sampler", {}).get("sync_refill_failed_groups", False)
+    if filter_groups.get("enable", False) or refill:
+        raise GainConfigError(
+            "gain.enable=True draws exactly data.train_batch_size prompts per step and group filtering with refill "
+            "draws more: set algorithm.filter_groups.enable=false and "
+            "trainer.v1.sampler.sync_refill_failed_groups=false"
+        )
+    gen_batch = config.data.get("gen_batch_size")
+    if gen_batch not in (None, config.data.train_batch_size):
+        raise GainConfigError(
+            f"gain.enable=True draws whole steps: set data.gen_batch_size=null (got {gen_batch}; "
+            f"data.train_batch_size={config.data.train_batch_size})"
+        )
+    rows = _count_rows(config.data.train_files)
+    if rows is not None and int(config.data.train_batch_size) > rows:
+        raise GainConfigError(
+            f"data.train_batch_size={config.data.train_batch_size} is larger than the training set ({rows} rows): "
+            "GAIN draws distinct prompts per step; lower data.train_batch_size"
+        )
+    if settings.scores_path:
+        _check_scores_file(config, settings)
+    _check_dataset_class(config)
+    return settings
+
+
+def _check_scores_file(config: DictConfig, settings: GainSettings) -> None:
+    """The scores file exists, is a verl-gain scores file, and was computed from ``data.train_files``."""
+    from verl_gain.scoring.scores_file import FingerprintMismatch, dataset_fingerprint, read_fingerprint
+    from verl_gain.trainer.trainers import data_file_prompts
+
+    try:
+        fingerprint, _ = read_fingerprint(settings.scores_path)
+    except (FileNotFoundError, FingerprintMismatch) as error:
+        raise GainConfigError(f"gain.scores_path: {error}") from None
+    prompts = data_file_prompts(config)
+    if prompts is not None and fingerprint.get("dataset", {}).get("sha256") != dataset_fingerprint(prompts)["sha256"]:
+        raise GainConfigError(
+            f"gain.scores_path {settings.scores_path} was computed from other data than data.train_files "
+            f"({fingerprint.get('dataset', {}).get('rows')} scored rows vs {len(prompts)}): run "
+            "`verl-gain score --data <the training file>` or unset gain.scores_path to let the pre-pass score it"
+        )
+
+
+def prepare_gain(config: DictConfig) -> tuple[type | None, type | None]:
+    """Check a GAIN config and return ``(V1 runner, legacy runner)``; ``(None, None)`` when GAIN is off."""
+    if "gain" not in config or not config.gain.enable:
+        return None, None
+    check_gain_config(config)
+    from verl_gain.trainer.runners import GainTaskRunnerRemote, GainTaskRunnerV1
+
+    return GainTaskRunnerV1, GainTaskRunnerRemote
