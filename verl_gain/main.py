@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from verl_gain.cpu.adaptations import AdaptationTargetMissing, UnsupportedVerlVersion
 from verl_gain.cpu.config import CPU_DEVICE, CPUConfigError, apply_cpu_defaults, is_cpu_run, override_keys
-from verl_gain.trainer.entry import GainConfigError
+from verl_gain.trainer.entry import GainConfigError, check_gain_config, gain_enabled
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,8 @@ def select_device(config: DictConfig, user_overrides: Iterable[str] = ()) -> str
 
 
 def prepare_config(config: DictConfig, user_overrides: Iterable[str] = ()) -> DictConfig:
-    """Everything ``run`` does before handing over to verl: device, CPU backend and defaults, verl's validation.
+    """Everything ``run`` does before handing over to verl: device, CPU backend and defaults, GAIN's checks, verl's
+    validation.
 
     On CPU this selects the CPU platform in this process and the processes it starts, and applies the CPU defaults
     (``verl_gain.cpu.config.apply_cpu_defaults``; keys named in ``user_overrides`` keep the user's value).
@@ -58,6 +59,8 @@ def prepare_config(config: DictConfig, user_overrides: Iterable[str] = ()) -> Di
 
         activate()
         apply_cpu_defaults(config, user_overrides)
+    if gain_enabled(config):
+        check_gain_config(config)  # GAIN's own refusals first: they say what to set
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
     from verl.utils.device import auto_set_device
@@ -85,9 +88,9 @@ def run(
     prepare_config(config, user_overrides)
     from verl.trainer.main_ppo import TaskRunnerV1, run_ppo
 
-    from verl_gain.trainer.entry import prepare_gain
+    from verl_gain.trainer.entry import gain_task_runners
 
-    gain_runner, gain_legacy_runner = prepare_gain(config)  # (None, None) with gain.enable=false
+    gain_runner, gain_legacy_runner = gain_task_runners(config)  # (None, None) with gain.enable=false
     if config.trainer.use_v1:
         runner = task_runner_class or gain_runner or TaskRunnerV1
     else:

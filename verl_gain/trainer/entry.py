@@ -1,9 +1,10 @@
 """Start-up of a GAIN run: check the config before any worker starts, and pick the task runners.
 
-``python -m verl_gain.main`` calls ``prepare_gain`` on the composed config. With ``gain.enable=false`` nothing
-changes and verl's own runners run. With ``gain.enable=true`` every combination GAIN cannot honour is refused here
-with a message that says what to set, the dataset class becomes ``GainRLHFDataset`` (through verl's own
-``data.custom_cls`` option) and the GAIN runners are returned.
+``python -m verl_gain.main`` calls ``check_gain_config`` on the composed config (after the CPU defaults, before
+verl's own validation) and takes its task runners from ``gain_task_runners``. With ``gain.enable=false`` nothing
+changes and verl's own runners run. With ``gain.enable=true`` every combination GAIN cannot honour is refused with a
+message that says what to set, and the dataset class becomes ``GainRLHFDataset`` (through verl's own
+``data.custom_cls`` option).
 """
 
 from __future__ import annotations
@@ -117,11 +118,14 @@ def _check_scores_file(config: DictConfig, settings: GainSettings) -> None:
         )
 
 
-def prepare_gain(config: DictConfig) -> tuple[type | None, type | None]:
-    """Check a GAIN config and return ``(V1 runner, legacy runner)``; ``(None, None)`` when GAIN is off."""
-    if "gain" not in config or not config.gain.enable:
+def gain_enabled(config: DictConfig) -> bool:
+    return "gain" in config and bool(config.gain.enable)
+
+
+def gain_task_runners(config: DictConfig) -> tuple[type | None, type | None]:
+    """``(V1 runner, legacy runner)`` of a GAIN run; ``(None, None)`` when GAIN is off (verl's own runners run)."""
+    if not gain_enabled(config):
         return None, None
-    check_gain_config(config)
     from verl_gain.trainer.runners import GainTaskRunnerRemote, GainTaskRunnerV1
 
     return GainTaskRunnerV1, GainTaskRunnerRemote
