@@ -1,0 +1,135 @@
+"""The gain group in hydra composition, and the start-up checks of a GAIN run (before any worker starts)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+
+import verl_gain
+from tests.e2e import REPO_ROOT, arithmetic_rows
+from verl_gain.main import CONFIG_NAME
+from verl_gain.scoring.scores_file import dataset_fingerprint, write_scores
+from verl_gain.trainer.entry import DATASET_CLASS, DATASET_MODULE, GainConfigError, check_gain_config, gain_task_runners
+from verl_gain.trainer.settings import GainSettings
+
+CONFIG_DIR = Path(verl_gain.__file__).parent / "trainer" / "config"
+
+
+def composed(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        return compose(CONFIG_NAME, overrides=overrides)
+
+
+@pytest.fixture
+def train_file(tmp_path) -> Path:
+    path = tmp_path / "train.parquet"
+    pd.DataFrame(arithmetic_rows(16, "train")).to_parquet(path)
+    return path
+
+
+def gain_run(train_file: Path, *extra: str):
+    return composed(
+        [
+            "gain.enable=True",
+            f"data.train_files={train_file}",
+            "data.train_batch_size=4",
+            "data.dataloader_num_workers=0",
+            *extra,
+        ]
+    )
+
+
+def test_defaults_are_verls_plus_a_disabled_gain_group():
+    config = composed([])
+    assert config.gain.enable is False
+    assert GainSettings.from_config(config.gain) == GainSettings()
+    assert config.algorithm.adv_estimator == "gae"  # verl's own default, untouched
+    assert gain_task_runners(config) == (None, None)  # gain off: verl's own task runners
+    assert config.data.custom_cls.path is None
+
+
+def test_overrides_reach_the_settings_and_any_verl_flag_still_works(train_file):
+    config = gain_run(train_file, "gain.sigma_fraction=0.25", "gain.step_angle=none", "actor_rollout_ref.rollout.n=8")
+    settings = check_gain_config(config)
+    assert settings.sigma_fraction == 0.25 and settings.step_angle == "none"
+    assert config.actor_rollout_ref.rollout.n == 8
+
+
+def test_unknown_gain_option_is_rejected_by_hydra():
+    with pytest.raises(ConfigCompositionException, match="bogus"):
+        composed(["gain.bogus=1"])
+
+
+def test_enabled_gain_selects_its_runners_and_dataset_class(train_file):
+    from verl_gain.trainer.runners import GainTaskRunnerRemote, GainTaskRunnerV1
+
+    config = gain_run(train_file)
+    check_gain_config(config)
+    assert gain_task_runners(config) == (GainTaskRunnerV1, GainTaskRunnerRemote)
+    assert (config.data.custom_cls.path, config.data.custom_cls.name) == (DATASET_MODULE, DATASET_CLASS)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["data.dataloader_num_workers=8"], "data.dataloader_num_workers=0"),
+        (["trainer.v1.trainer_mode=colocate_async"], "trainer.v1.trainer_mode=sync"),
+        (["trainer.v1.trainer_mode=separate_async"], "trainer.v1.trainer_mode=sync"),
+        (["data.train_batch_size=32"], "larger than the training set"),
+        (["gain.sigma=-1"], "gain.sigma must be > 0"),
+        (["gain.acc_source=reward"], "acc_source"),
+        (["algorithm.filter_groups.enable=true"], "filter_groups.enable=false"),
+        (["data.gen_batch_size=2"], "data.gen_batch_size=null"),
+        (["data.custom_cls.path=pkg://verl.utils.dataset.rl_dataset", "data.custom_cls.name=RLHFDataset"], "derive"),
+        (["gain.scores_path=/nonexistent/scores.parquet"], "verl-gain score"),
+    ],
+)
+def test_invalid_combinations_fail_with_what_to_set(train_file, extra, message):
+    with pytest.raises(GainConfigError, match=message):
+        check_gain_config(gain_run(train_file, *extra))
+
+
+def test_async_modes_are_fine_on_the_legacy_trainer(train_file):
+    check_gain_config(gain_run(train_file, "trainer.use_v1=false", "trainer.v1.trainer_mode=colocate_async"))
+
+
+def test_scores_of_another_dataset_are_refused(train_file, tmp_path):
+    other = [row["prompt"] for row in arithmetic_rows(16, "train", offset=5)]  # other sums
+    scores = pd.DataFrame(
+        {
+            "position": range(16),
+            "index": pd.array([None] * 16, dtype="Int64"),
+            **{c: [0.5] * 16 for c in ("intra", "inter", "key")},
+            **{c: [1] * 16 for c in ("n_fixed", "n_question", "n_tokens")},
+        }
+    )
+    path = write_scores(tmp_path / "other.parquet", scores, {"dataset": dataset_fingerprint(other)})
+    with pytest.raises(GainConfigError, match="other data than data.train_files"):
+        check_gain_config(gain_run(train_file, f"gain.scores_path={path}"))
+
+
+def test_command_line_reports_a_bad_combination_in_one_line(train_file):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "verl_gain.main",
+            "trainer.device=cpu",
+            "gain.enable=True",
+            f"data.train_files={train_file}",
+            "data.dataloader_num_workers=4",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("verl-gain: ") and "data.dataloader_num_workers=0" in last
