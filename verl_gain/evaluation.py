@@ -54,6 +54,8 @@ class EvalConfig:
     dtype: ``auto`` (bfloat16 on cuda, float32 on cpu), ``float32``, ``bfloat16`` or ``float16``.
     score_workers: threads running code sandboxes in parallel (math is scored in the calling thread).
     seed: sampling seed.
+    cpu_threads: torch's CPU threads (None: torch's default). On a busy machine 1 can be many times faster: idle
+        threads spin waiting for each other.
     """
 
     max_new_tokens: int = 1024
@@ -66,6 +68,7 @@ class EvalConfig:
     dtype: str = "auto"
     score_workers: int = 4
     seed: int = 0
+    cpu_threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -90,6 +93,8 @@ class EvalConfig:
             raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
         if self.score_workers < 1:
             raise ValueError(f"score_workers must be >= 1, got {self.score_workers}")
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise ValueError(f"cpu_threads must be >= 1 or None, got {self.cpu_threads}")
 
 
 @dataclass
@@ -169,6 +174,8 @@ def _torch_setup(config: EvalConfig) -> tuple[str, Any]:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda but no CUDA device is available: use --device cpu")
+    if config.cpu_threads is not None:
+        torch.set_num_threads(config.cpu_threads)
     dtype_name = config.dtype if config.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
     return device, getattr(torch, dtype_name)
 
@@ -296,26 +303,31 @@ def evaluate_checkpoint(
     reward: Callable[..., dict] | None = None,
 ) -> tuple[list[BenchmarkResult], list[dict]]:
     """Generate and score every benchmark with one checkpoint: its results and the per-response records."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     reward = reward or default_reward()
     folder = resolve_checkpoint(checkpoint)
-    device, dtype = _torch_setup(config)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
-    results, records = [], []
-    for benchmark in benchmarks:
-        start = time.perf_counter()
-        prompts = [list(row["prompt"]) for row in benchmark.rows]
-        responses = generate_responses(model, tokenizer, prompts, config, device)
-        generated = time.perf_counter()
-        scored = score_responses(benchmark, responses, config.score_workers, reward)
-        done = time.perf_counter()
-        results.append(summarise(benchmark, scored, generated - start, done - generated))
-        for record in scored:
-            record["checkpoint"] = str(checkpoint)
-        records += scored
-    del model
+    threads = torch.get_num_threads()  # restored afterwards: cpu_threads is for this evaluation only
+    try:
+        device, dtype = _torch_setup(config)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
+        results, records = [], []
+        for benchmark in benchmarks:
+            start = time.perf_counter()
+            prompts = [list(row["prompt"]) for row in benchmark.rows]
+            responses = generate_responses(model, tokenizer, prompts, config, device)
+            generated = time.perf_counter()
+            scored = score_responses(benchmark, responses, config.score_workers, reward)
+            done = time.perf_counter()
+            results.append(summarise(benchmark, scored, generated - start, done - generated))
+            for record in scored:
+                record["checkpoint"] = str(checkpoint)
+            records += scored
+        del model
+    finally:
+        torch.set_num_threads(threads)
     return results, records
 
 
@@ -404,6 +416,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dtype", default=defaults.dtype, choices=("auto", "float32", "bfloat16", "float16"))
     parser.add_argument("--score-workers", type=int, default=defaults.score_workers)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--cpu-threads", type=int, default=None, help="torch CPU threads (1 helps on a busy machine)")
     parser.set_defaults(func=_main)
 
 
@@ -420,6 +433,7 @@ def _main(args: argparse.Namespace) -> int:
             dtype=args.dtype,
             score_workers=args.score_workers,
             seed=args.seed,
+            cpu_threads=args.cpu_threads,
         )
         run_eval(args.model, args.data, args.output_dir, config)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:

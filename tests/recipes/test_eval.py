@@ -46,9 +46,13 @@ def tiny_models(tmp_path_factory):
 
 
 def test_eval_command_writes_a_table_per_checkpoint(tmp_path, benchmarks, tiny_models, capsys):
+    import torch
+
+    threads = torch.get_num_threads()
     output = tmp_path / "eval"
     argv = ["eval", "--model", *map(str, tiny_models), "--data", str(benchmarks[0]), f"he={benchmarks[1]}"]
     argv += ["--output-dir", str(output), "--max-new-tokens", "8", "--batch-size", "2", "--score-workers", "2"]
+    argv += ["--cpu-threads", "1"]
     assert cli.main(argv) == 0
     summary = json.loads((output / "results.json").read_text())
     assert list(summary["results"]) == [str(m) for m in tiny_models]
@@ -71,6 +75,7 @@ def test_eval_command_writes_a_table_per_checkpoint(tmp_path, benchmarks, tiny_m
     assert "pass@1 (%) by checkpoint" in markdown
     printed = capsys.readouterr().out
     assert printed.count("| gsm8k | 3 | 3 |") == len(tiny_models)
+    assert torch.get_num_threads() == threads  # --cpu-threads applied to the evaluation only
 
 
 def test_sampling_several_responses_per_problem(tmp_path, benchmarks, tiny_models):
