@@ -7,7 +7,10 @@ whole ``step``. The first step also pays the start-up of the agent-loop and rewa
 the steps after it.
 
 Usage: python bench/bench_cpu_step.py [--steps 4] [--prompts 8] [--rollouts 4] [--response-length 128]
-                                      [--workers 2] [--data ../shared/data/gsm8k/train.parquet]
+                                      [--workers 2] [--workers-per-server 1] [--micro-batch 2]
+                                      [--data ../shared/data/gsm8k/train.parquet]
+
+Memory: ~4 GB per trainer worker (fp32 weights, gradients, Adam, logits) and ~1.8 GB per rollout server.
 """
 
 from __future__ import annotations
@@ -39,7 +42,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rollouts", type=int, default=4, help="responses per prompt (rollout.n)")
     parser.add_argument("--response-length", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2, help="trainer workers (FSDP ranks)")
-    parser.add_argument("--micro-batch", type=int, default=4, help="micro-batch size per worker")
+    parser.add_argument(
+        "--workers-per-server",
+        type=int,
+        default=1,
+        help="trainer workers per hf rollout server (rollout tensor_model_parallel_size): 1 = one server per worker "
+        "(parallel generation), --workers = one server (less memory)",
+    )
+    parser.add_argument("--micro-batch", type=int, default=2, help="micro-batch size per worker (memory)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="a verl-format GSM8K parquet file")
     parser.add_argument("--model", default=SMOLLM2_NAME)
     return parser.parse_args(argv)
@@ -74,6 +84,7 @@ def overrides(args: argparse.Namespace, model: Path, data: Path, checkpoints: Pa
         "actor_rollout_ref.actor.use_kl_loss=true",
         "actor_rollout_ref.actor.kl_loss_coef=0.001",
         f"actor_rollout_ref.rollout.n={args.rollouts}",
+        f"actor_rollout_ref.rollout.tensor_model_parallel_size={args.workers_per_server}",
         f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={args.micro_batch}",
         f"actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu={args.micro_batch}",
     ]

@@ -12,6 +12,7 @@ from verl.workers.config import HFModelConfig, RolloutConfig
 
 from tests.tiny import make_tiny_model_dir
 from verl_gain.cpu.rollout import (
+    STOP_ABORTED,
     STOP_COMPLETED,
     ChosenTokenLogProbs,
     HFRolloutOptions,
@@ -90,6 +91,34 @@ def test_requests_trickling_in_join_one_batch(model_config):
 
     assert len(asyncio.run(trickle())) == 4
     assert server.stats()["batches_served"] == 1
+
+
+def test_abort_answers_queued_requests_and_holds_new_ones_until_resumed(model_config):
+    server = make_server(model_config, batch_wait_ms=500, max_batch_wait_ms=1000)
+    prompt_list = prompts(model_config, 3)
+
+    async def scenario():
+        queued = [
+            asyncio.create_task(server.generate(p, dict(SAMPLING), request_id=str(i)))
+            for i, p in enumerate(prompt_list[:2])
+        ]
+        await asyncio.sleep(0.05)  # both queued, the batch still collecting
+        report = await server.abort_all_requests()
+        aborted = await asyncio.gather(*queued)
+        held = asyncio.create_task(server.generate(prompt_list[2], dict(SAMPLING), request_id="2"))
+        await asyncio.sleep(0.05)
+        held_while_paused = not held.done()
+        await server.resume_generation()
+        resumed = await held
+        await server.wait_for_requests_to_drain()
+        return report, aborted, held_while_paused, resumed
+
+    report, aborted, held_while_paused, resumed = asyncio.run(scenario())
+    assert report["aborted_count"] == 2
+    assert all(o.stop_reason == STOP_ABORTED and o.token_ids == [] for o in aborted)
+    assert held_while_paused
+    assert resumed.stop_reason == STOP_COMPLETED and len(resumed.token_ids) >= 1
+    assert server.stats()["requests_served"] == 1
 
 
 def test_max_batch_size_splits_the_queue(model_config):

@@ -32,7 +32,6 @@ import os
 import threading
 import time
 import zlib
-from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -318,6 +317,8 @@ class HFRolloutServer:
         try:
             while self._queue:
                 await self._collect()
+                if not self._queue:  # aborted while collecting
+                    break
                 key = self._queue[0].key
                 batch = [request for request in self._queue if request.key == key][: self.options.max_batch_size]
                 taken = {id(request) for request in batch}
@@ -499,23 +500,19 @@ class HFRolloutServer:
     async def wait_for_requests_to_drain(self) -> None:
         await self._idle.wait()
 
-    def _abort_queued(self, request_ids: Iterable[int] | None = None) -> int:
-        aborted = 0
-        keep = []
-        for request in self._queue:
-            if request_ids is None or id(request) in request_ids:
+    def _abort_queued(self) -> int:
+        """Answer every queued (not yet generating) request as aborted; returns how many."""
+        aborted, self._queue = self._queue, []
+        for request in aborted:
+            if not request.future.done():
                 request.future.set_result(
                     TokenOutput(
                         token_ids=[], stop_reason=STOP_ABORTED, extra_fields={"global_steps": self.global_steps}
                     )
                 )
-                aborted += 1
-            else:
-                keep.append(request)
-        self._queue = keep
-        if not self._queue and (self._serving is None or self._serving.done()):
+        if self._serving is None or self._serving.done():
             self._idle.set()
-        return aborted
+        return len(aborted)
 
     async def abort_all_requests(self, reset_prefix_cache: bool = True, reject_request: bool = False) -> dict:
         """Abort queued requests (a batch already in ``generate`` runs to completion) and hold new ones."""
