@@ -3,7 +3,8 @@
 The overrides are read from the script with a stand-in Python (``tests/recipes/run_scripts.py``) and composed
 in-process against the entry point's own config (``verl_gain.main.CONFIG_PATH`` / ``CONFIG_NAME``), which is what
 ``python -m verl_gain.main ... --cfg job`` composes; one script is also run for real with ``--cfg job``.
-Needs from the entry point: those two module constants, and a ``gain`` group with ``enable`` in its config.
+Needs from the entry point: those two module constants, a ``gain`` group with ``enable`` in its config, and
+``verl_gain.trainer.entry.check_gain_config`` (GAIN's start-up checks).
 """
 
 from __future__ import annotations
@@ -43,10 +44,14 @@ def test_script_composes_and_validates(script, tmp_path, compose):
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
 
+    from verl_gain.trainer.entry import check_gain_config
+
     config = compose(overrides(script, tmp_path))
     assert config.gain.enable is (not is_uniform_twin(script))
     assert config.actor_rollout_ref.rollout.n == 8
     assert config.reward.custom_reward_function.path == "/rewards/reward.py"
+    if config.gain.enable:
+        check_gain_config(config)  # GAIN's start-up refusals (the entry point runs them before verl's validation)
     validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
 
 
