@@ -1,4 +1,4 @@
-"""Angle statistics captured inside a verl training engine's own forward pass (FSDP / FSDP2 engine).
+"""Angle statistics captured inside a verl training engine's own forward pass (FSDP / FSDP2 and Megatron engines).
 
 verl's ``TrainingWorker.infer_batch`` splits a batch into micro-batches (reordering them when dynamic batch size is
 on), runs each through ``engine.forward_step`` and reassembles every per-sample tensor the engine's
@@ -18,6 +18,10 @@ What the hook sees, and how it is reduced (verl 0.9 FSDP engine, ``FSDPEngineWit
   each rank holds the contiguous chunk ``rank * T_local : (rank + 1) * T_local``. Each rank reduces its chunk and the
   segment sums are all-reduced over the sequence-parallel group (they add up), so no activation is gathered.
 - padded: ``[b, max_len, H]``, right-padded to the micro-batch's longest sequence.
+
+``capture_angle_statistics`` dispatches on the backend: a verl ``MegatronEngine`` goes to
+``verl_gain.trainer.megatron_capture`` (same keys, same statistics; pipeline, tensor/sequence and context
+parallelism, Transformer Engine's fused pre-MLP norm), so callers never branch on the backend.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from verl_gain.core.angles import (
     segment_sums_padded,
 )
 from verl_gain.scoring.capture import HiddenStateCapture
+from verl_gain.trainer.megatron_capture import capture_megatron_angle_statistics, is_megatron_engine
 
 SEGMENT_IDS_KEY = "gain_segment_ids"
 """Nested ``[b, (j)]`` int64 batch key: the segment of every token (``IGNORE_SEGMENT`` for none)."""
@@ -112,14 +117,24 @@ def _sp_group(engine: Any) -> dist.ProcessGroup | None:
 
 
 @contextmanager
-def capture_angle_statistics(engine: Any, capture_point: str, inter_weight: float) -> Iterator[HiddenStateCapture]:
+def capture_angle_statistics(
+    engine: Any, capture_point: str, inter_weight: float
+) -> Iterator[HiddenStateCapture | None]:
     """While active, every forward of ``engine`` whose micro-batch carries ``SEGMENT_IDS_KEY`` adds ``STATS_KEY``.
 
     Args:
-        engine: a verl FSDP/FSDP2 ``BaseEngine`` (``engine.module`` is the wrapped HF model).
+        engine: a verl FSDP/FSDP2 ``BaseEngine`` (``engine.module`` is the wrapped HF model) or a verl
+            ``MegatronEngine`` (``engine.module`` is a list of model chunks; see ``megatron_capture``).
         capture_point: where to capture (``verl_gain.scoring.capture`` specs: ``mlp_input``, ``final_norm``, ...).
         inter_weight: w in the ranking key ``intra + w inter``.
+
+    Yields:
+        The rank's ``HiddenStateCapture`` (``None`` on Megatron pipeline stages that hold no capture point).
     """
+    if is_megatron_engine(engine):
+        with capture_megatron_angle_statistics(engine, capture_point, inter_weight) as capture:
+            yield capture
+        return
     capture = HiddenStateCapture(engine.module, capture_point)
     original = engine.prepare_model_outputs  # the bound method of the engine's class
 
