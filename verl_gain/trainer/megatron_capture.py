@@ -96,7 +96,7 @@ FP8_PADDING_MODES = ("e4m3", "hybrid")
 """``TransformerConfig.fp8`` values for which verl pads for FP8 (``use_fp8_padding`` in ``model_forward.py``)."""
 NORMALIZATIONS = ("RMSNorm", "LayerNorm")
 """Transformer Engine's ``LayerNormLinear.normalization`` values."""
-MODULE_MODULE = "verl.workers.engine.megatron.transformer_impl"
+MEGATRON_ENGINE_MODULE = "verl.workers.engine.megatron.transformer_impl"
 """Where verl 0.9.1 defines ``MegatronEngine``; imported only when a Megatron engine exists."""
 
 
@@ -495,7 +495,7 @@ def _megatron_api() -> SimpleNamespace:
 
 def is_megatron_engine(engine: Any) -> bool:
     """Whether ``engine`` is verl's ``MegatronEngine`` (never imports megatron-core when it is not)."""
-    module = sys.modules.get(MODULE_MODULE)
+    module = sys.modules.get(MEGATRON_ENGINE_MODULE)
     return module is not None and isinstance(engine, module.MegatronEngine)
 
 
