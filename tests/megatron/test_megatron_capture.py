@@ -20,6 +20,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.distributed import run_on_gloo
 from tests.megatron.cases import (
     HIDDEN,
     MODEL_PARALLEL_LAYOUTS,
@@ -32,7 +33,6 @@ from tests.megatron.cases import (
     reference_sums,
     run_all,
 )
-from tests.megatron.distributed import run_on_gloo
 from verl_gain.trainer.engine_capture import capture_angle_statistics, stats_tensor
 from verl_gain.trainer.megatron_capture import (
     BSHD,

@@ -145,8 +145,9 @@ def _sums_from_slots(hidden: torch.Tensor, slot: torch.Tensor, batch_size: int, 
     _accumulate(hidden, slot, num_slots, unit_sum, counts)
     return SegmentSums(
         unit_sum=unit_sum[:num_slots].view(batch_size, num_segments, h),  # [B, K, H]
-        count=counts[:num_slots, 0].view(batch_size, num_segments),  # [B, K]
-        nonzero=counts[:num_slots, 1].view(batch_size, num_segments),  # [B, K]
+        # contiguous copies: a strided view would be corrupted by an in-place all-reduce (seen with gloo)
+        count=counts[:num_slots, 0].reshape(batch_size, num_segments).contiguous(),  # [B, K]
+        nonzero=counts[:num_slots, 1].reshape(batch_size, num_segments).contiguous(),  # [B, K]
     )
 
 

@@ -1,4 +1,4 @@
-"""Run a function on N CPU processes joined by a gloo process group (what the Megatron capture tests need).
+"""Run a function on N CPU processes joined by a gloo process group (sharded-capture tests: Megatron, Ulysses).
 
 Each process initialises ``torch.distributed`` with the gloo backend, runs ``fn(rank, world_size)`` and saves what
 it returns to ``out_dir/rank<r>.pt``; the parent loads the results and asserts on them, so a wrong number fails the
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -40,9 +41,10 @@ def _entry(rank: int, world_size: int, port: int, fn: Callable[[int, int], Any],
     try:
         result = fn(rank, world_size)
     finally:
-        from megatron.core import parallel_state as mpu
+        if "megatron.core" in sys.modules:  # a Megatron test set up megatron-core's parallel state
+            from megatron.core import parallel_state as mpu
 
-        mpu.destroy_model_parallel()
+            mpu.destroy_model_parallel()
         dist.destroy_process_group()
     torch.save(result, Path(out_dir) / f"rank{rank}.pt")
 
