@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.e2e import arithmetic_rows, base_overrides, make_fixture, run_main
+from tests.e2e import REPO_ROOT, arithmetic_rows, base_overrides, make_fixture, run_main
 from verl_gain.core.controller import GainController, window_update
 from verl_gain.scoring.scores_file import read_scores
 from verl_gain.trainer.curriculum import TRACE_FILE, read_trace
@@ -197,3 +197,16 @@ def test_resumed_run_continues_the_curriculum_exactly(runs):
         metrics = logged[record["step"]]
         replay.update(metrics["gain/step_acc"], metrics["gain/step_angle"])
         assert metrics["gain/mu"] == pytest.approx(replay.mu)
+
+
+def test_gpu_smoke_checker_accepts_these_runs(runs):
+    """recipes/smoke/check_smoke.py (what the GPU smoke script runs) on the CPU runs; the script itself parses."""
+    import subprocess
+
+    from recipes.smoke.check_smoke import check_runs
+
+    kind, fixture, first, second, resumed_dir = runs
+    check_runs(
+        fixture.checkpoint_dir, resumed_dir, first.metrics_path, second.metrics_path, TOTAL_STEPS, RESUME_AT[kind]
+    )
+    subprocess.run(["bash", "-n", str(REPO_ROOT / "recipes" / "smoke" / "gpu_smoke.sh")], check=True)
