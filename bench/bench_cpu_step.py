@@ -22,11 +22,10 @@ from pathlib import Path
 
 import pandas as pd
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+from verl_gain.models import SMOLLM2_NAME, resolve_model
+from verl_gain.runs import run_main  # the same subprocess runner and metrics reader as the demo and e2e tests
 
-from tests.e2e import run_main  # noqa: E402  (the same subprocess runner and metrics reader as the e2e tests)
-from verl_gain.models import SMOLLM2_NAME, resolve_model  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "gsm8k" / "train.parquet"
 MAX_PROMPT_LENGTH = 256

@@ -14,26 +14,19 @@ Metrics come from verl's own ``file`` logger (``trainer.logger=[console,file]``)
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from tests.tiny import make_tiny_model_dir
+from verl_gain.runs import DEFAULT_TIMEOUT_S, RunResult, read_metrics, session_members
+from verl_gain.runs import run_main as launch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_SOURCE = "verl_gain/e2e_arithmetic"
 REWARD_FUNCTION = "compute_score"
-DEFAULT_TIMEOUT_S = 600.0
-LOG_TAIL_CHARS = 6000
-METRICS_ENV = "VERL_FILE_LOGGER_PATH"
 
 # A deterministic reward with variance inside a GRPO group: the tiny random model writes random bytes, so rows of a
 # group differ in how many distinct characters they use and in whether the answer's digits appear.
@@ -145,63 +138,6 @@ def base_overrides(
     ]
 
 
-@dataclass
-class RunResult:
-    """Outcome of one ``python -m verl_gain.main`` run."""
-
-    returncode: int
-    output: str
-    seconds: float
-    metrics_path: Path
-
-    def check(self) -> RunResult:
-        """Raise with the end of the log if the run failed."""
-        if self.returncode != 0:
-            raise AssertionError(
-                f"python -m verl_gain.main exited with {self.returncode}; log tail:\n{self.output[-LOG_TAIL_CHARS:]}"
-            )
-        return self
-
-    @property
-    def steps(self) -> list[dict]:
-        """Every logged step: ``{"step": int, "data": {metric: value}}``."""
-        return read_metrics(self.metrics_path)
-
-    def metric(self, name: str) -> dict[int, float]:
-        """``{step: value}`` of one metric over the logged steps that have it."""
-        return {entry["step"]: entry["data"][name] for entry in self.steps if name in entry["data"]}
-
-
-def read_metrics(path: str | Path) -> list[dict]:
-    """The JSON lines written by verl's ``file`` logger (empty if the file does not exist)."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def session_members(session_id: int) -> list[int]:
-    """Pids of the processes in a session (Linux ``/proc``); Ray workers get their own process group in it."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == session_id:  # the fields after "pid (comm)": state, ppid, pgrp, session, ...
-            members.append(int(stat.parent.name))
-    return members
-
-
-def kill_session(session_id: int) -> None:
-    """SIGKILL every process of a session that this helper started (``start_new_session``)."""
-    for pid in session_members(session_id):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
 def run_main(
     overrides: list[str],
     metrics_path: str | Path,
@@ -210,47 +146,9 @@ def run_main(
     cwd: str | Path | None = None,
     echo: bool = False,
 ) -> RunResult:
-    """Run ``python -m verl_gain.main <overrides>`` in a subprocess; its metrics go to ``metrics_path``.
+    """``verl_gain.runs.run_main`` with this checkout on ``PYTHONPATH`` (so a run can import the test helpers)."""
+    pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    return launch(overrides, metrics_path, timeout_s, {"PYTHONPATH": pythonpath, **(env or {})}, cwd, echo)
 
-    A run past ``timeout_s`` is killed with every process of its session (the Ray cluster it started included)
-    and reported as return code -9. ``echo`` also prints the run's output as it comes (for long runs).
-    """
-    metrics_path = Path(metrics_path)
-    metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    run_env = {
-        **os.environ,
-        METRICS_ENV: str(metrics_path),
-        "HF_HUB_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "RAY_DEDUP_LOGS": "0",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-        **(env or {}),
-    }
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "verl_gain.main", *overrides],
-        cwd=str(cwd or metrics_path.parent),
-        env=run_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    lines: list[str] = []
 
-    def collect() -> None:
-        for line in process.stdout:
-            lines.append(line)
-            if echo:
-                print(line, end="", flush=True)
-
-    reader = threading.Thread(target=collect, daemon=True)
-    reader.start()
-    try:
-        process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        kill_session(process.pid)
-        process.wait()
-        lines.append(f"\n[tests.e2e] killed after {timeout_s:.0f} s")
-    reader.join()
-    return RunResult(process.returncode, "".join(lines), time.perf_counter() - started, metrics_path)
+__all__ = ["RunResult", "read_metrics", "run_main", "session_members"]
