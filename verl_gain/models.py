@@ -20,6 +20,8 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # The model's real end-of-turn token is <|im_end|> (id 2), which its generation config already uses.
 SMOLLM2_END_OF_TURN = "<|im_end|>"
 CACHE_ENV = "VERL_GAIN_CACHE"
+CONVERSION_VERSION = 2
+"""Bumped whenever the conversion changes what it writes (2: no WordPiece clean-up), so stale caches are not reused."""
 
 
 def cache_root() -> Path:
@@ -43,7 +45,7 @@ def smollm2_gguf_path() -> Path:
 
 def smollm2_path() -> Path:
     """The converted SmolLM2-135M-Instruct folder, converting it on first use (atomically, safe to interrupt)."""
-    target = cache_root() / "models" / "SmolLM2-135M-Instruct"
+    target = cache_root() / "models" / f"SmolLM2-135M-Instruct-v{CONVERSION_VERSION}"
     if (target / "config.json").is_file():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
