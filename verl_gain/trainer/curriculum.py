@@ -166,6 +166,7 @@ class TrainerCurriculum:
             f"{METRIC_PREFIX}delta": delta,
             f"{METRIC_PREFIX}step_acc": summary.acc,
             f"{METRIC_PREFIX}step_angle": float("nan") if angle is None else angle,
+            f"{METRIC_PREFIX}sigma": controller.sigma,
             f"{METRIC_PREFIX}window_lo": lo,
             f"{METRIC_PREFIX}window_hi": hi,
             f"{METRIC_PREFIX}coverage": controller.coverage(),
