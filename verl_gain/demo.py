@@ -85,7 +85,7 @@ class DemoSettings:
     timeout_s: float = 3600.0
 
     def __post_init__(self) -> None:
-        self.out_dir = Path(self.out_dir)
+        self.out_dir = Path(self.out_dir).absolute()  # the trainer runs with the run folder as its working dir
         if self.sampling not in ("gain", "uniform"):
             raise ValueError(f"sampling must be gain or uniform, got {self.sampling!r}")
         if self.steps < 1 or self.prompts_per_step < 1 or self.rollouts < 2:
