@@ -71,6 +71,14 @@ def _sha256_json(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
 
 
+def prompt_bytes(prompt: Any) -> bytes:
+    """The canonical serialisation of one prompt (chat messages, numpy arrays from parquet included) that the
+    fingerprints hash: key-sorted JSON of its plain-Python form."""
+    from verl_gain.scoring.segments import to_plain
+
+    return json.dumps(to_plain(prompt), sort_keys=True, ensure_ascii=False, default=str).encode()
+
+
 def dataset_fingerprint(prompts: Iterable[Any], prompt_key: str = "prompt") -> dict[str, Any]:
     """Fingerprint of a dataset's prompts: ``{"sha256", "rows", "prompt_key"}``.
 
@@ -78,12 +86,10 @@ def dataset_fingerprint(prompts: Iterable[Any], prompt_key: str = "prompt") -> d
         prompts: the prompt column, one chat-message list per row (numpy arrays from parquet are fine).
         prompt_key: the column name (recorded, not hashed).
     """
-    from verl_gain.scoring.segments import to_plain
-
     digest = hashlib.sha256()
     rows = 0
     for prompt in prompts:
-        digest.update(json.dumps(to_plain(prompt), sort_keys=True, ensure_ascii=False, default=str).encode())
+        digest.update(prompt_bytes(prompt))
         digest.update(b"\x1e")  # record separator: row boundaries are part of the content
         rows += 1
     return {"sha256": digest.hexdigest(), "rows": rows, "prompt_key": prompt_key}

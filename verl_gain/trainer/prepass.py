@@ -6,7 +6,6 @@ next to the checkpoints (the same format as ``verl-gain score``), or the user's 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -22,10 +21,11 @@ from verl_gain.scoring.scores_file import (
     check_fingerprint,
     dataset_fingerprint,
     key_by_position,
+    prompt_bytes,
     read_scores,
     write_scores,
 )
-from verl_gain.scoring.segments import SegmentedPrompt, to_plain
+from verl_gain.scoring.segments import SegmentedPrompt
 from verl_gain.trainer.compat import assign_non_tensor
 from verl_gain.trainer.engine_capture import SEGMENT_IDS_KEY, STATS_FIELDS, STATS_KEY
 
@@ -99,9 +99,7 @@ def stats_table(stats: np.ndarray, prompts: Sequence[SegmentedPrompt], index: Se
 
 
 def _prompt_digest(prompt: Any) -> str:
-    return hashlib.sha256(
-        json.dumps(to_plain(prompt), sort_keys=True, ensure_ascii=False, default=str).encode()
-    ).hexdigest()
+    return hashlib.sha256(prompt_bytes(prompt)).hexdigest()
 
 
 def training_keys(
