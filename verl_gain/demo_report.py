@@ -157,9 +157,13 @@ def plot_reward(run: dict[str, Any], path: Path) -> None:
     if run["trace"]:
         steps_acc, acc = _metric(run["steps"], "gain/step_acc")
         ax.plot(steps_acc, acc, marker=".", linestyle="--", label="step accuracy (per prompt mean)")
+    sizes = run["val_sizes"]
+    held_out = sorted((step, overall_accuracy(acc, sizes)) for step, acc in run["val"].items())
+    if held_out:
+        ax.plot(*zip(*held_out), marker="s", color="tab:green", label="held-out accuracy (greedy, all levels)")
     ax.set_xlabel("training step")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title("Reward during training")
+    ax.set_title("Reward during training, held-out accuracy")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -247,9 +251,7 @@ def summary_markdown(run: dict[str, Any], plots: list[str]) -> str:
             f"({'higher' if rho > 0 else 'lower'} angle concentration on harder levels: the window, which starts at "
             f"the highest concentration, visits the {'harder' if rho > 0 else 'easier'} levels first).",
             "- Mean ranking key per level: "
-            + ", ".join(
-                f"level {lv} {scores['key'].to_numpy()[run['train_levels'] == lv].mean():.4f}" for lv in levels
-            )
+            + ", ".join(f"level {lv} {scores['key'].to_numpy()[run['train_levels'] == lv].mean():.4f}" for lv in levels)
             + ".",
             "- Share of each level among the prompts drawn, first vs last third of the steps: "
             + ", ".join(
