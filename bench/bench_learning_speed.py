@@ -13,7 +13,7 @@ and the paired per-seed ratios (uniform steps / GAIN steps; GAIN AUC / uniform A
 Writes ``summary.md``, ``summary.json`` and ``learning_speed.png`` into ``--out``; finished runs are reused, so an
 interrupted benchmark continues where it stopped.
 
-    python bench/bench_learning_speed.py [--seeds 0 1 2] [--steps 16] [--test-freq 4] [--out runs/learning_speed]
+    python bench/bench_learning_speed.py [--seeds 0 1 2] [--steps 10] [--test-freq 2] [--out runs/learning_speed]
 """
 
 from __future__ import annotations
@@ -172,8 +172,8 @@ def plot(curves: list[Curve], target: float, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=16)
-    parser.add_argument("--test-freq", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--test-freq", type=int, default=2)
     parser.add_argument("--target", type=float, default=None, help="held-out accuracy to reach (default: halfway)")
     parser.add_argument("--out", type=Path, default=Path("runs/learning_speed"))
     args = parser.parse_args()
