@@ -49,7 +49,7 @@ DEMO_DIR := runs/demo
 demo: setup
 	$(PY) -m verl_gain.demo --out $(DEMO_DIR)
 
-## GAIN vs uniform sampling on the demo's task, 3 seeds each (docs/results.md). ~2 h on 2 cores.
+## GAIN vs uniform sampling on the demo's task, 3 seeds each (docs/results.md). ~65 min on 2 cores.
 bench-learning: setup
 	$(PY) bench/bench_learning_speed.py
 

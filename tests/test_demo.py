@@ -41,6 +41,8 @@ def test_shortened_demo_trains_with_gain_and_writes_the_report(tmp_path) -> None
     report = (report_dir / "report.md").read_text()
     assert "| **all** |" in report and "## The curriculum" in report and f"over {STEPS} steps" in report
     assert json.loads((out / demo.SETTINGS_FILE).read_text())["sampling"] == "gain"
+    command = (out / demo.LOG_FILE).read_text().splitlines()[0]
+    assert "-m verl_gain.main" in command and "gain.enable=True" in command and "trainer.device=cpu" in command
 
 
 def test_uniform_baseline_is_the_same_command_without_gain(tmp_path) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -180,6 +181,7 @@ def run_training(settings: DemoSettings) -> RunResult:
     (settings.out_dir / SETTINGS_FILE).write_text(json.dumps(asdict(settings), default=str, indent=2))
     overrides = trainer_overrides(settings, model_dir, train, test)
     with open(settings.out_dir / LOG_FILE, "w") as log:
+        log.write("# " + shlex.join([sys.executable, "-m", "verl_gain.main", *overrides]) + "\n")
         return run_main(
             overrides,
             settings.out_dir / METRICS_FILE,
