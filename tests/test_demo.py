@@ -9,7 +9,7 @@ import pandas as pd
 
 from tests.tiny import make_tiny_model_dir
 from verl_gain import demo
-from verl_gain.demo_report import REPORT_DIR, validation_accuracy
+from verl_gain.demo_report import validation_accuracy
 from verl_gain.runs import read_metrics
 from verl_gain.tasks.arithmetic import DATA_SOURCE, LEVELS
 from verl_gain.trainer.curriculum import TRACE_FILE, read_trace
@@ -35,7 +35,7 @@ def test_shortened_demo_trains_with_gain_and_writes_the_report(tmp_path) -> None
     val = validation_accuracy(read_metrics(out / demo.METRICS_FILE))
     assert sorted(val) == [0, 1, 2]
     assert set(val[0]) == {f"{DATA_SOURCE}/level{level}" for level in LEVELS}
-    report_dir = out / REPORT_DIR
+    report_dir = out / demo.REPORT_DIR
     for plot in ("curriculum.png", "levels.png", "scores.png", "reward.png", "accuracy.png"):
         assert (report_dir / plot).stat().st_size > 1000, plot
     report = (report_dir / "report.md").read_text()
@@ -53,3 +53,18 @@ def test_uniform_baseline_is_the_same_command_without_gain(tmp_path) -> None:
     assert "gain.enable=True" in gain_args and "gain.enable=False" in uniform_args
     differing = set(gain_args) ^ set(uniform_args)
     assert all(arg.startswith(("gain.", "trainer.experiment_name=")) for arg in differing), differing
+
+
+def test_a_rerun_starts_from_a_clean_run_folder(tmp_path) -> None:
+    (tmp_path / demo.CHECKPOINTS_DIR).mkdir()
+    (tmp_path / demo.CHECKPOINTS_DIR / TRACE_FILE).write_text('{"step": 1}\n')
+    (tmp_path / demo.REPORT_DIR).mkdir()
+    for name in (demo.METRICS_FILE, demo.LOG_FILE, demo.SETTINGS_FILE):
+        (tmp_path / name).write_text("old")
+    settings = demo.DemoSettings(out_dir=tmp_path, train_size=20, test_size=5)
+    train, _ = demo.task_paths(settings)
+
+    demo.clear_run(tmp_path)
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # the task files are rewritten, not removed
+    assert len(pd.read_parquet(train)) == 20

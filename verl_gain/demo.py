@@ -7,9 +7,10 @@
    as verl-format parquet: a training set and a held-out set.
 3. ``python -m verl_gain.main gain.enable=True trainer.device=cpu ...`` runs verl's V1 GRPO trainer on the CPU
    backend: the GAIN pre-pass scores every training prompt through the actor, every step draws its batch from the
-   window, verl's validation measures held-out accuracy (greedy) before the first and after the last step.
+   window, verl's validation measures held-out accuracy (greedy) before training and every ``--test-freq`` steps.
 4. The report folder gets PNG plots (the curriculum: mu over steps with the prompts drawn, difficulty levels and
-   scores drawn per step; the reward curve; held-out accuracy before/after per level) and ``report.md``.
+   scores drawn per step; reward and held-out accuracy over steps; held-out accuracy per level before/after) and
+   ``report.md``.
 
 ``--sampling uniform`` runs the same command with ``gain.enable=False`` (verl's own shuffled sampler), the baseline of
 ``bench/bench_learning_speed.py``. ``--model`` takes any local Hugging Face folder (the CI test uses a tiny one).
@@ -21,6 +22,7 @@ import argparse
 import json
 import re
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,11 +33,22 @@ from verl_gain.models import SMOLLM2_NAME, resolve_model
 from verl_gain.runs import RunResult, run_main
 from verl_gain.tasks import arithmetic
 
-EXPECTED_MINUTES = 13
-"""Measured ``make demo`` on the 2-core CPU this project runs on, set-up included (docs/results.md)."""
+EXPECTED_MINUTES = 12
+"""Measured ``make demo`` from a fresh clone on the 2-core CPU this project runs on: 11.9 min, set-up included
+(docs/results.md)."""
+DEMO_WINDOW = {"sigma_fraction": 0.1, "n": 24.0, "adj_max": 48.0}
+"""The window for a 320-prompt task and ~10 steps. The paper's n = 500, adj_max = 1000, sigma = 1000 positions are
+sized for datasets of 7k-40k prompts and 200+ steps. Here sigma is 10% of the data, and n is set so that mu crosses
+the order in ~10-15 steps: on SmolLM2 the angle term is saturated (key ~1.3, tanh(2 x 1.3) ~ 0.99), so delta ~ n at
+50% accuracy and 320 / 24 ~ 13 steps; adj_max = 2n keeps the paper's ratio adj_max / n (1000 / 500)."""
 METRICS_FILE = "metrics.jsonl"
 LOG_FILE = "train.log"
 SETTINGS_FILE = "settings.json"
+CHECKPOINTS_DIR = "checkpoints"
+"""verl's ``trainer.default_local_dir``: the GAIN pre-pass scores and trace land here (no model checkpoints)."""
+REPORT_DIR = "report"
+MAX_MICRO_BATCH = 8
+"""Rows per forward/backward micro-batch: bounds a CPU worker's activation memory (~4-5 GB per worker at 8)."""
 PROGRESS_PATTERN = re.compile(r"\[verl-gain\]|Training Progress|\b\w*Error: |Traceback")
 """Lines of the trainer's output shown as they are while the demo runs (the whole log goes to ``train.log``)."""
 STEP_LINE = re.compile(r"\bstep:(?P<step>\d+) - ")
@@ -81,7 +94,7 @@ class DemoSettings:
     test_freq: int | None = 5
     seed: int = 0
     workers: int = 2
-    gain: dict[str, Any] = field(default_factory=lambda: {"sigma_fraction": 0.1, "n": 24.0, "adj_max": 48.0})
+    gain: dict[str, Any] = field(default_factory=lambda: dict(DEMO_WINDOW))
     task_seed: int = arithmetic.DEFAULT_SEED
     timeout_s: float = 3600.0
 
@@ -99,18 +112,23 @@ class DemoSettings:
 
 
 def task_paths(settings: DemoSettings) -> tuple[Path, Path]:
-    """Write the task (if not there) and return (train, test) parquet paths."""
-    data = settings.out_dir / "data"
-    train, test = data / "train.parquet", data / "test.parquet"
-    if not (train.is_file() and test.is_file()):
-        arithmetic.write_task(data, settings.train_size, settings.test_size, seed=settings.task_seed)
-    return train, test
+    """Write the task (deterministic from ``task_seed``; cheap) and return (train, test) parquet paths."""
+    return arithmetic.write_task(settings.out_dir / "data", settings.train_size, settings.test_size, settings.task_seed)
+
+
+def clear_run(out_dir: Path) -> None:
+    """Remove what an earlier run left in ``out_dir`` (a rerun starts fresh: no appended trace, metrics or report)."""
+    for name in (CHECKPOINTS_DIR, REPORT_DIR):
+        shutil.rmtree(out_dir / name, ignore_errors=True)
+    for name in (METRICS_FILE, LOG_FILE, SETTINGS_FILE):
+        (out_dir / name).unlink(missing_ok=True)
 
 
 def trainer_overrides(settings: DemoSettings, model_dir: Path, train: Path, test: Path) -> list[str]:
     """The ``python -m verl_gain.main`` command line of a run."""
     rows_per_worker = settings.prompts_per_step * settings.rollouts // settings.workers
-    micro = max(d for d in range(1, 9) if rows_per_worker % d == 0)  # micro-batches must divide the rank's rows
+    # The largest micro-batch up to MAX_MICRO_BATCH that divides the rank's rows (verl requires it to divide).
+    micro = max(d for d in range(1, MAX_MICRO_BATCH + 1) if rows_per_worker % d == 0)
     test_freq = settings.test_freq or settings.steps
     overrides = [
         "trainer.device=cpu",
@@ -121,9 +139,10 @@ def trainer_overrides(settings: DemoSettings, model_dir: Path, train: Path, test
         "trainer.val_before_train=true",
         f"trainer.test_freq={test_freq}",
         "trainer.save_freq=-1",
+        "trainer.resume_mode=disable",
         "trainer.project_name=verl-gain-demo",
         f"trainer.experiment_name={settings.sampling}-seed{settings.seed}",
-        f"trainer.default_local_dir={settings.out_dir / 'checkpoints'}",
+        f"trainer.default_local_dir={settings.out_dir / CHECKPOINTS_DIR}",
         f"data.train_files={train}",
         f"data.val_files={test}",
         f"data.train_batch_size={settings.prompts_per_step}",
@@ -176,6 +195,7 @@ def _show_progress(line: str, log: Any) -> None:
 def run_training(settings: DemoSettings) -> RunResult:
     """Prepare the model and the task, then run verl's trainer (output to ``train.log``, progress on screen)."""
     settings.out_dir.mkdir(parents=True, exist_ok=True)
+    clear_run(settings.out_dir)
     model_dir = resolve_model(settings.model)
     train, test = task_paths(settings)
     (settings.out_dir / SETTINGS_FILE).write_text(json.dumps(asdict(settings), default=str, indent=2))

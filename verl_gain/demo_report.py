@@ -19,11 +19,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from verl_gain.demo import CHECKPOINTS_DIR, METRICS_FILE, REPORT_DIR, SETTINGS_FILE
 from verl_gain.runs import read_metrics
 from verl_gain.trainer.curriculum import TRACE_FILE, read_trace
 from verl_gain.trainer.prepass import SCORES_FILE
 
-REPORT_DIR = "report"
 VAL_ACC = re.compile(r"^val-core/(?P<source>.+)/acc/mean@1$")
 """verl's validation metric of a data source's mean accuracy (one greedy answer per prompt)."""
 TRAIN_REWARD = "critic/score/mean"
@@ -54,12 +54,12 @@ def _level_of_source(source: str) -> int | None:
 def load_run(run_dir: Path) -> dict[str, Any]:
     """Everything the report plots, from a run folder."""
     run_dir = Path(run_dir)
-    checkpoints = run_dir / "checkpoints"
+    checkpoints = run_dir / CHECKPOINTS_DIR
     train = pd.read_parquet(run_dir / "data" / "train.parquet")
     test = pd.read_parquet(run_dir / "data" / "test.parquet")
-    steps = read_metrics(run_dir / "metrics.jsonl")
+    steps = read_metrics(run_dir / METRICS_FILE)
     run: dict[str, Any] = {
-        "settings": json.loads((run_dir / "settings.json").read_text()),
+        "settings": json.loads((run_dir / SETTINGS_FILE).read_text()),
         "steps": steps,
         "train_levels": train["level"].to_numpy(),
         "val": validation_accuracy(steps),
