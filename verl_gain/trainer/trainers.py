@@ -119,23 +119,32 @@ class GainTrainerMixin:
             keys = training_keys(own_file, train_prompts, None, identity, settings.inter_weight)
             print(f"[verl-gain] GAIN scores reused from {own_file}", flush=True)
         else:
-            own_file = os.path.join(self.config.trainer.default_local_dir, SCORES_FILE)
-            print(f"[verl-gain] GAIN pre-pass: scoring {len(prompts)} training prompts with the actor", flush=True)
-            rollout = self.config.actor_rollout_ref.rollout
-            micro = None if rollout.log_prob_use_dynamic_bsz else int(rollout.log_prob_micro_batch_size_per_gpu)
-            stats = run_prepass(self.actor_rollout_wg, prompts, settings.prepass_batch_size, micro)
-            index = (
-                [(info or {}).get("index") for info in self.train_dataset.dataframe["extra_info"]]
-                if ("extra_info" in self.train_dataset.dataframe.column_names)
-                else [None] * len(prompts)
-            )
-            frame = stats_table(stats, prompts, index)
-            write_prepass_scores(
-                own_file, frame, train_prompts, identity, {"source": "verl actor pre-pass", "model_path": model_path}
-            )
-            keys = frame["intra"].to_numpy() + settings.inter_weight * frame["inter"].to_numpy()
-            print(f"[verl-gain] GAIN scores written to {own_file}", flush=True)
+            keys = self._gain_run_prepass(prompts, train_prompts, identity, model_path)
         self.gain.attach_scores(keys)
+
+    def _gain_run_prepass(
+        self, prompts: list[SegmentedPrompt], train_prompts: list[Any], identity: dict[str, Any], model_path: str
+    ) -> np.ndarray:
+        """Score the training prompts through the actor workers, write the pre-pass file next to the checkpoints and
+        return the ranking keys ``[N]``."""
+        settings = self.gain.settings
+        own_file = os.path.join(self.config.trainer.default_local_dir, SCORES_FILE)
+        print(f"[verl-gain] GAIN pre-pass: scoring {len(prompts)} training prompts with the actor", flush=True)
+        rollout = self.config.actor_rollout_ref.rollout
+        micro = None if rollout.log_prob_use_dynamic_bsz else int(rollout.log_prob_micro_batch_size_per_gpu)
+        stats = run_prepass(self.actor_rollout_wg, prompts, settings.prepass_batch_size, micro)
+        dataframe = self.train_dataset.dataframe
+        index = (
+            [(info or {}).get("index") for info in dataframe["extra_info"]]
+            if "extra_info" in dataframe.column_names
+            else [None] * len(prompts)
+        )
+        frame = stats_table(stats, prompts, index)
+        write_prepass_scores(
+            own_file, frame, train_prompts, identity, {"source": "verl actor pre-pass", "model_path": model_path}
+        )
+        print(f"[verl-gain] GAIN scores written to {own_file}", flush=True)
+        return frame["intra"].to_numpy() + settings.inter_weight * frame["inter"].to_numpy()
 
     def _gain_own_scores_file(self) -> str | None:
         """The pre-pass file of an earlier run of this experiment: next to the checkpoints, or next to the checkpoint
