@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from verl_gain.core.controller import order_by_score
 from verl_gain.demo import CHECKPOINTS_DIR, METRICS_FILE, REPORT_DIR, SETTINGS_FILE
 from verl_gain.runs import read_metrics
 from verl_gain.trainer.curriculum import TRACE_FILE, read_trace
@@ -27,6 +28,7 @@ from verl_gain.trainer.prepass import SCORES_FILE
 VAL_ACC = re.compile(r"^val-core/(?P<source>.+)/acc/mean@1$")
 """verl's validation metric of a data source's mean accuracy (one greedy answer per prompt)."""
 TRAIN_REWARD = "critic/score/mean"
+PLOT_DPI = 120
 
 
 def validation_accuracy(steps: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
@@ -70,6 +72,18 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     return run
 
 
+def _save(fig: plt.Figure, path: Path) -> None:
+    """Write a finished figure as a PNG and release it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=PLOT_DPI)
+    plt.close(fig)
+
+
+def _by_level(sources: Any) -> list[str]:
+    """Data sources ordered by their difficulty level (``.../level<k>``), others first, by name."""
+    return sorted(sources, key=lambda s: (_level_of_source(s) or 0, s))
+
+
 def _metric(steps: list[dict], name: str) -> tuple[np.ndarray, np.ndarray]:
     pairs = sorted((e["step"], e["data"][name]) for e in steps if name in e["data"] and e["step"] > 0)
     return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs], dtype=float)
@@ -79,7 +93,7 @@ def plot_curriculum(run: dict[str, Any], path: Path) -> None:
     """mu and its one-sigma band over steps, with the rank of every prompt drawn."""
     trace, scores = run["trace"], run["scores"]
     rank_of = np.empty(len(scores), dtype=int)
-    rank_of[np.argsort(-scores["key"].to_numpy(), kind="stable")] = np.arange(len(scores))
+    rank_of[order_by_score(scores["key"].to_numpy())] = np.arange(len(scores))  # the controller's own order
     steps = np.array([r["step"] for r in trace])
     mu_before = np.array([r["mu_before"] for r in trace])
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -100,9 +114,7 @@ def plot_curriculum(run: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("rank in the GAIN order\n(0 = highest angle concentration)")
     ax.set_title("GAIN curriculum: the window and the prompts drawn")
     ax.legend(loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def level_shares(run: dict[str, Any]) -> tuple[list[int], np.ndarray]:
@@ -129,9 +141,7 @@ def plot_levels(run: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("share of the step's prompts")
     ax.set_title("Difficulty levels drawn per step")
     ax.legend(ncol=min(len(levels), 6), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_scores(run: dict[str, Any], path: Path) -> None:
@@ -145,9 +155,7 @@ def plot_scores(run: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("key = C_intra + w C_inter")
     ax.set_title("Angle-concentration scores drawn per step")
     ax.legend(loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_reward(run: dict[str, Any], path: Path) -> None:
@@ -165,9 +173,7 @@ def plot_reward(run: dict[str, Any], path: Path) -> None:
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("Reward during training, held-out accuracy")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def before_after(run: dict[str, Any]) -> tuple[dict[str, float], dict[str, float], int]:
@@ -181,7 +187,7 @@ def before_after(run: dict[str, Any]) -> tuple[dict[str, float], dict[str, float
 
 def plot_accuracy(run: dict[str, Any], path: Path) -> None:
     before, after, last = before_after(run)
-    sources = sorted(before, key=lambda s: (_level_of_source(s) or 0, s))
+    sources = _by_level(before)
     labels = [f"level {_level_of_source(s)}" if _level_of_source(s) else s for s in sources] + ["all"]
     sizes = run["val_sizes"]
     b = [before[s] for s in sources] + [overall_accuracy(before, sizes)]
@@ -195,9 +201,7 @@ def plot_accuracy(run: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("held-out accuracy (greedy)")
     ax.set_title("Held-out accuracy before and after")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def summary_markdown(run: dict[str, Any], plots: list[str]) -> str:
@@ -219,7 +223,7 @@ def summary_markdown(run: dict[str, Any], plots: list[str]) -> str:
         f"| | before | after step {last} |",
         "|---|---|---|",
     ]
-    for source in sorted(before, key=lambda s: (_level_of_source(s) or 0, s)):
+    for source in _by_level(before):
         level = _level_of_source(source)
         label = f"level {level}" if level else source
         lines.append(f"| {label} | {before[source]:.3f} | {after.get(source, float('nan')):.3f} |")
