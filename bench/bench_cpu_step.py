@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from verl_gain.models import SMOLLM2_NAME, resolve_model
-from verl_gain.runs import run_main  # the same subprocess runner and metrics reader as the demo and e2e tests
+from verl_gain.demo.launcher import run_main  # the same subprocess runner and metrics reader as the demo and e2e tests
+from verl_gain.model_sources import SMOLLM2_NAME, resolve_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

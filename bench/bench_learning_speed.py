@@ -32,9 +32,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from verl_gain.demo import METRICS_FILE, DemoSettings, run_training
-from verl_gain.demo_report import overall_accuracy, validation_accuracy
-from verl_gain.runs import read_metrics
+from verl_gain.demo.launcher import read_metrics
+from verl_gain.demo.report import overall_accuracy, validation_accuracy
+from verl_gain.demo.run import DemoSettings, run_training
+from verl_gain.demo.run_folder import METRICS_FILE
 
 ARMS = ("gain", "uniform")
 

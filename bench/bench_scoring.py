@@ -127,7 +127,7 @@ def _measure(way: str, frame: pd.DataFrame, token_budget: int, queue) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from verl_gain.models import resolve_model
+    from verl_gain.model_sources import resolve_model
     from verl_gain.scoring.scorer import ScoreConfig, score_dataset
     from verl_gain.scoring.segments import PromptSegmenter
 

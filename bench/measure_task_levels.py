@@ -15,7 +15,7 @@ import time
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from verl_gain.models import resolve_model
+from verl_gain.model_sources import resolve_model
 from verl_gain.tasks.arithmetic import INSTRUCTION, LEVELS, ROLLOUT_TEMPERATURE, compute_score, generate
 
 

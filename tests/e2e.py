@@ -21,8 +21,8 @@ from pathlib import Path
 import pandas as pd
 
 from tests.tiny import make_tiny_model_dir
-from verl_gain.runs import DEFAULT_TIMEOUT_S, RunResult, read_metrics, session_members
-from verl_gain.runs import run_main as launch
+from verl_gain.demo.launcher import DEFAULT_TIMEOUT_S, RunResult, read_metrics, session_members
+from verl_gain.demo.launcher import run_main as launch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_SOURCE = "verl_gain/e2e_arithmetic"
@@ -146,7 +146,7 @@ def run_main(
     cwd: str | Path | None = None,
     echo: bool = False,
 ) -> RunResult:
-    """``verl_gain.runs.run_main`` with this checkout on ``PYTHONPATH`` (so a run can import the test helpers)."""
+    """``verl_gain.demo.launcher.run_main`` with this checkout on ``PYTHONPATH`` (a run can import the test helpers)."""
     pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     return launch(overrides, metrics_path, timeout_s, {"PYTHONPATH": pythonpath, **(env or {})}, cwd, echo)
 

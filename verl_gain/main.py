@@ -13,18 +13,17 @@ GAIN config is checked first and the GAIN task runners run instead (``verl_gain.
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Iterable
 
 import hydra
 from omegaconf import DictConfig
 
-from verl_gain.cpu.adaptations import AdaptationTargetMissing, UnsupportedVerlVersion
+from verl_gain.cpu.adaptations import AdaptationTargetMissing
 from verl_gain.cpu.config import CPU_DEVICE, CPUConfigError, apply_cpu_defaults, is_cpu_run, override_keys
-from verl_gain.trainer.entry import GainConfigError, check_gain_config, gain_enabled
-
-logger = logging.getLogger(__name__)
+from verl_gain.trainer import compat
+from verl_gain.trainer.entry import GainConfigError, check_gain_config, gain_enabled, gain_task_runners
+from verl_gain.verl_version import UnsupportedVerlVersion
 
 CONFIG_PATH = "trainer/config"
 CONFIG_NAME = "verl_gain_trainer"
@@ -61,12 +60,10 @@ def prepare_config(config: DictConfig, user_overrides: Iterable[str] = ()) -> Di
         apply_cpu_defaults(config, user_overrides)
     if gain_enabled(config):
         check_gain_config(config)  # GAIN's own refusals first: they say what to set
-    from verl.trainer.ppo.utils import need_critic, need_reference_policy
-    from verl.utils.config import validate_config
-    from verl.utils.device import auto_set_device
-
-    auto_set_device(config)
-    validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
+    compat.auto_set_device(config)
+    compat.validate_config(
+        config=config, use_reference_policy=compat.need_reference_policy(config), use_critic=compat.need_critic(config)
+    )
     return config
 
 
@@ -86,18 +83,12 @@ def run(
         user_overrides: hydra command-line overrides; their keys are left alone by the CPU defaults.
     """
     prepare_config(config, user_overrides)
-    from verl.trainer.main_ppo import TaskRunnerV1, run_ppo
-
-    from verl_gain.trainer.entry import gain_task_runners
-
     gain_runner, gain_legacy_runner = gain_task_runners(config)  # (None, None) with gain.enable=false
     if config.trainer.use_v1:
-        runner = task_runner_class or gain_runner or TaskRunnerV1
+        runner = task_runner_class or gain_runner or compat.TaskRunnerV1
     else:
-        from verl.trainer.main_ppo_v0 import TaskRunner
-
-        runner = legacy_task_runner_class or gain_legacy_runner or TaskRunner
-    run_ppo(config, task_runner_class=runner)
+        runner = legacy_task_runner_class or gain_legacy_runner or compat.TaskRunner
+    compat.run_ppo(config, task_runner_class=runner)
 
 
 def hydra_overrides() -> list[str]:

@@ -24,15 +24,16 @@ from verl import DataProto
 from verl_gain.cpu.adaptations import (
     CONFIG_ADAPTATIONS,
     LOG_PROB_DIFF_METRIC,
+    MEGATRON_IMPORT_BLOCK,
     RUNTIME_PATCHES,
     AdaptationTargetMissing,
-    UnsupportedVerlVersion,
-    check_verl_version,
     deduplicate_backend,
     make_unpinned_offload_policy,
     wrap_debug_metrics,
 )
+from verl_gain.cpu.environment import WITHOUT_MEGATRON_ENV
 from verl_gain.cpu.platform import PlatformCPU
+from verl_gain.verl_version import UnsupportedVerlVersion, check_verl_version
 
 VERL_ROOT = Path(verl.__file__).parent
 WORKER_PROCESS_TIMEOUT_S = 300
@@ -69,6 +70,10 @@ WORKER_SCRIPT = textwrap.dedent(
     facts["rollout_replica"] = get_rollout_replica_class("hf").__name__
     facts["metrics_wrapped"] = getattr(debug_metrics.calculate_debug_metrics, "__verl_gain_patched__", False)
     facts["v1_metrics_wrapped"] = trainer_base.calculate_debug_metrics is debug_metrics.calculate_debug_metrics
+    import sys
+    import verl.workers.engine as engines
+    facts["megatron_imported"] = any(name.split(".")[0] == "megatron" for name in sys.modules)
+    facts["megatron_engine"] = engines.MegatronEngine is not None
 
     # Idempotent: applying every patch again changes nothing and raises nothing.
     import importlib
@@ -103,7 +108,7 @@ def free_port() -> int:
 def worker_facts():
     # The plugin must arrive through verl's entry point alone: VERL_USE_EXTERNAL_MODULES is left out.
     env = {key: value for key, value in os.environ.items() if key != "VERL_USE_EXTERNAL_MODULES"}
-    env.update({"VERL_PLATFORM": "cpu", "PORT": str(free_port()), "HF_HUB_OFFLINE": "1"})
+    env.update({"VERL_PLATFORM": "cpu", WITHOUT_MEGATRON_ENV: "1", "PORT": str(free_port()), "HF_HUB_OFFLINE": "1"})
     result = subprocess.run(
         [sys.executable, "-c", WORKER_SCRIPT],
         env=env,
@@ -120,7 +125,9 @@ def worker_facts():
 
 
 @pytest.mark.parametrize(
-    "entry", RUNTIME_PATCHES + CONFIG_ADAPTATIONS, ids=lambda e: e.name if hasattr(e, "name") else e.key
+    "entry",
+    (*RUNTIME_PATCHES, *CONFIG_ADAPTATIONS, MEGATRON_IMPORT_BLOCK),
+    ids=lambda e: e.name if hasattr(e, "name") else e.key,
 )
 def test_ledger_location_matches_installed_verl(entry):
     relative, line = entry.verl_location.rsplit(":", 1)
@@ -174,6 +181,11 @@ def test_hf_rollout_is_registered(worker_facts):
 
 def test_log_prob_metric_is_installed_for_both_trainers(worker_facts):
     assert worker_facts["metrics_wrapped"] and worker_facts["v1_metrics_wrapped"]
+
+
+def test_megatron_is_kept_out_of_a_cpu_training_process(worker_facts):
+    assert worker_facts["megatron_imported"] is False
+    assert worker_facts["megatron_engine"] is False  # verl registers no Megatron engine, as without megatron-core
 
 
 def test_patches_are_idempotent(worker_facts):
@@ -242,3 +254,4 @@ def test_docs_ledger_lists_every_adaptation():
         assert f"`{patch.name}`" in ledger and patch.verl_location in ledger, patch.name
     for adaptation in CONFIG_ADAPTATIONS:
         assert f"`{adaptation.key}`" in ledger and adaptation.verl_location in ledger, adaptation.key
+    assert f"`{MEGATRON_IMPORT_BLOCK.name}`" in ledger and MEGATRON_IMPORT_BLOCK.verl_location in ledger

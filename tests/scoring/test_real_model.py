@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from verl_gain.models import SMOLLM2_NAME, resolve_model
+from verl_gain.model_sources import SMOLLM2_NAME, resolve_model
 from verl_gain.scoring.scorer import ScoreConfig, score_dataset, score_prompts
 from verl_gain.scoring.segments import PromptSegmenter
 
@@ -29,7 +29,7 @@ def test_64_gsm8k_prompts_with_smollm2(tmp_path):
     assert scores["index"].tolist() == [info["index"] for info in data["extra_info"]]
     assert np.isfinite(scores[["intra", "inter", "key"]].to_numpy()).all()
     assert scores["key"].std() > 1e-3  # prompts are told apart
-    # SmolLM2's hidden states are anisotropic: all cosines are high (gain-rl-method.md section 8)
+    # SmolLM2's hidden states are anisotropic: all cosines are high (docs/method.md)
     assert 0.3 < scores["intra"].mean() < 1.0 and 0.3 < scores["inter"].mean() < 1.0
     assert result.fingerprint["model"]["name"] == SMOLLM2_NAME
     assert result.fingerprint["capture"]["module"] == "model.layers.29.mlp"

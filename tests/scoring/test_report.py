@@ -9,9 +9,9 @@ import pytest
 
 from tests.tiny import make_tiny_model_dir
 from verl_gain.cli import main as cli_main
-from verl_gain.scoring.examples import example_dataset
 from verl_gain.scoring.report import difficulty_values, spearman, summarize
 from verl_gain.scoring.scorer import ScoreConfig, score_dataset
+from verl_gain.tasks.word_problems import example_dataset
 
 
 def test_spearman_is_a_rank_correlation_with_average_ties():

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
@@ -13,8 +15,10 @@ from hydra.errors import ConfigCompositionException
 
 import verl_gain
 from tests.e2e import REPO_ROOT, arithmetic_rows
+from tests.tiny import make_tiny_model_dir
 from verl_gain.main import CONFIG_NAME
-from verl_gain.scoring.scores_file import dataset_fingerprint, write_scores
+from verl_gain.scoring.scorer import ScoreConfig, score_dataset
+from verl_gain.scoring.scores_file import data_files_prompts, dataset_fingerprint, keys_for_rows, write_scores
 from verl_gain.trainer.entry import DATASET_CLASS, DATASET_MODULE, GainConfigError, check_gain_config, gain_task_runners
 from verl_gain.trainer.settings import GainSettings
 
@@ -112,6 +116,24 @@ def test_scores_of_another_dataset_are_refused(train_file, tmp_path):
     path = write_scores(tmp_path / "other.parquet", scores, {"dataset": dataset_fingerprint(other)})
     with pytest.raises(GainConfigError, match="other data than data.train_files"):
         check_gain_config(gain_run(train_file, f"gain.scores_path={path}"))
+
+
+def test_a_json_lines_file_named_json_reads_the_same_in_the_scorer_the_start_up_and_verl(tmp_path):
+    import datasets
+
+    path = tmp_path / "train.json"  # JSON lines under a .json name: verl (datasets' json loader) reads it
+    path.write_text("".join(json.dumps(row) + "\n" for row in arithmetic_rows(16, "train")))
+    scores = tmp_path / "scores.parquet"
+    result = score_dataset(
+        path, make_tiny_model_dir(tmp_path / "model"), scores, ScoreConfig(device="cpu"), progress=False
+    )
+
+    config = gain_run(path, f"gain.scores_path={scores}")
+    check_gain_config(config)  # the start-up reads the file as the scorer did, and finds the same fingerprint
+    verl_rows = datasets.load_dataset("json", data_files=str(path))["train"]["prompt"]  # what RLHFDataset holds
+    file_prompts = data_files_prompts(config.data.train_files, config.data.prompt_key)
+    keys = keys_for_rows(scores, verl_rows, file_prompts, {}, inter_weight=1.0)
+    np.testing.assert_array_equal(keys, result.scores["key"].to_numpy())
 
 
 def test_command_line_reports_a_bad_combination_in_one_line(train_file):

@@ -112,8 +112,8 @@ def segmented_prompts(model_dir: Path, count: int):
 def test_prepass_on_verl_workers_equals_the_scorer(ray_cluster, model_dir, remove_padding, dynamic_bsz):
     from transformers import AutoModelForCausalLM
 
+    from verl_gain.core.angles import STAT_FIELDS as STATS_FIELDS
     from verl_gain.scoring.scorer import score_prompts
-    from verl_gain.trainer.engine_capture import STATS_FIELDS
     from verl_gain.trainer.prepass import run_prepass
 
     prompts = segmented_prompts(model_dir, 7)  # 7 prompts: not divisible by the 2 data-parallel ranks

@@ -27,7 +27,7 @@ are taken in fp64, because intra subtracts two nearly equal numbers when cosines
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -79,19 +79,6 @@ class SegmentSums:
     def num_segments(self) -> int:
         return self.unit_sum.shape[1]
 
-    def select(self, rows: torch.Tensor | list[int]) -> SegmentSums:
-        """The sums of a subset (or a reordering) of the samples."""
-        return SegmentSums(self.unit_sum[rows], self.count[rows], self.nonzero[rows])
-
-    @staticmethod
-    def cat(parts: list[SegmentSums]) -> SegmentSums:
-        """Concatenate the sums of several batches along the sample axis."""
-        return SegmentSums(
-            unit_sum=torch.cat([p.unit_sum for p in parts]),  # [sum B, K, H]
-            count=torch.cat([p.count for p in parts]),  # [sum B, K]
-            nonzero=torch.cat([p.nonzero for p in parts]),  # [sum B, K]
-        )
-
 
 @dataclass
 class AngleStatistics:
@@ -110,6 +97,14 @@ class AngleStatistics:
     key: torch.Tensor
     n_fixed: torch.Tensor
     n_question: torch.Tensor
+
+    def stacked(self) -> torch.Tensor:
+        """``[B, len(STAT_FIELDS)]`` fp64, the fields side by side in ``STAT_FIELDS`` order."""
+        return torch.stack([getattr(self, name).double() for name in STAT_FIELDS], dim=-1)
+
+
+STAT_FIELDS = tuple(f.name for f in fields(AngleStatistics))
+"""Per-sample statistic names, in order: the columns of a scores file and of the tensors the capture returns."""
 
 
 def _accumulate(

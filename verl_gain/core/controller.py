@@ -1,6 +1,6 @@
 """The GAIN curriculum: a Gaussian sampling window over the angle-concentration order, moved by rollout accuracy.
 
-Method (arXiv 2506.02281, section 3.2; ``../shared/docs/gain-rl-method.md`` sections 3-4):
+Method (arXiv 2506.02281, section 3.2; docs/method.md, "The window" and "The update"):
 
     order:   positions sorted by the ranking key, highest first (rank 0 = highest angle concentration)
     weights: p_r ∝ exp(-(r - mu)^2 / (2 sigma^2)) over ranks r = 0..N-1
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-# Paper defaults (arXiv 2506.02281, released code; gain-rl-method.md section 4).
+# Paper defaults (arXiv 2506.02281, released code; docs/method.md, "The update").
 PAPER_SIGMA_POSITIONS = 1000.0
 PAPER_N = 500.0
 PAPER_ALPHA = 2.0
@@ -267,7 +267,7 @@ class GainController:
         if not (isinstance(acc, (int, float)) and math.isfinite(acc) and 0.0 <= acc <= 1.0):
             raise ValueError(
                 f"step accuracy must be in [0, 1], got {acc!r}; map the reward to correctness first "
-                "(gain.acc_source=extra_info reads the reward's `acc`, or set gain.acc_threshold)"
+                "(gain.acc_source=acc reads the reward's `acc`; gain.acc_source=threshold with gain.acc_threshold)"
             )
         if angle is not None and not math.isfinite(angle):
             raise ValueError(f"step angle must be finite, got {angle!r}")

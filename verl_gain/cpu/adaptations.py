@@ -1,14 +1,14 @@
 """Everything verl 0.9 needs to run its trainer on a CPU, in one place, with a ledger.
 
 verl 0.9 assumes an accelerator (verl issue #3266). Each entry below is one blocker found by running verl's own
-trainer here (``../shared/docs/verl-on-cpu.md``) and the smallest change that clears it. ``RUNTIME_PATCHES`` change
+trainer here (docs/cpu.md, "The ledger") and the smallest change that clears it. ``RUNTIME_PATCHES`` change
 code at import time (through :func:`verl_gain.cpu.import_hooks.when_imported`, so each patch lands exactly when its
 verl module is first loaded, in every process); ``CONFIG_ADAPTATIONS`` are config values the trainer needs on CPU,
 applied by :func:`verl_gain.cpu.config.apply_cpu_defaults`.
 
 Every patch asserts that the verl symbol it changes still exists and still looks as expected, so a verl upgrade
 fails at the import that needs the patch, with the patch's name, instead of half-working. verl versions outside
-``SUPPORTED_VERL`` are refused up front by :func:`check_verl_version`.
+the supported range are refused up front (``verl_gain/verl_version.py``).
 
 Line numbers are for verl 0.9.1 (``tests/cpu/test_adaptations.py`` checks each against the installed verl).
 """
@@ -16,27 +16,16 @@ Line numbers are for verl 0.9.1 (``tests/cpu/test_adaptations.py`` checks each a
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import inspect
-import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 
-from packaging.specifiers import SpecifierSet
-from packaging.version import Version
+from verl_gain.cpu.environment import HF_ROLLOUT_NAME, WITHOUT_MEGATRON_ENV
+from verl_gain.cpu.import_hooks import block_package, when_imported
+from verl_gain.verl_version import TESTED_VERL, check_verl_version, installed_verl_version
 
-from verl_gain.cpu.import_hooks import when_imported
-
-logger = logging.getLogger(__name__)
-
-SUPPORTED_VERL_RANGE = ">=0.9.0,<0.10"
-"""verl releases these adaptations are written for (tested on 0.9.1); anything else is refused."""
-SUPPORTED_VERL = SpecifierSet(SUPPORTED_VERL_RANGE)
-TESTED_VERL = "0.9.1"
-
-HF_ROLLOUT_NAME = "hf"
-"""``actor_rollout_ref.rollout.name`` of the Hugging Face rollout backend (``verl_gain.cpu.rollout``)."""
 HF_ROLLOUT_MODE = "async"
 HF_ROLLOUT_ADAPTER = "verl_gain.cpu.rollout.HFRolloutAdapter"
 FP32_MIXED_PRECISION = {"param_dtype": "fp32", "reduce_dtype": "fp32", "buffer_dtype": "fp32"}
@@ -48,28 +37,8 @@ LOG_PROB_DIFF_METRIC = "training/rollout_actor_log_prob_abs_diff_max"
 probabilities, which hides disagreement on unlikely tokens)."""
 
 
-class UnsupportedVerlVersion(RuntimeError):
-    """The installed verl is outside the range the CPU adaptations were written and tested for."""
-
-
 class AdaptationTargetMissing(RuntimeError):
     """A verl symbol an adaptation patches has moved or changed: the adaptation must be revisited."""
-
-
-def installed_verl_version() -> str:
-    """The installed verl's version string (from the package metadata, without importing verl)."""
-    return importlib.metadata.version("verl")
-
-
-def check_verl_version(version: str | None = None) -> str:
-    """Return the verl version, or raise ``UnsupportedVerlVersion`` with what to do if it is not supported."""
-    version = version or installed_verl_version()
-    if Version(version) not in SUPPORTED_VERL:
-        raise UnsupportedVerlVersion(
-            f"verl-gain's CPU backend supports verl {SUPPORTED_VERL_RANGE} (tested on {TESTED_VERL}); verl {version} "
-            f"is installed: pip install 'verl{SUPPORTED_VERL_RANGE}' (or run without trainer.device=cpu on a GPU)"
-        )
-    return version
 
 
 def _require(condition: bool, patch: str, detail: str) -> None:
@@ -523,19 +492,42 @@ CONFIG_ADAPTATIONS: tuple[ConfigAdaptation, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class ImportBlock:
+    """A package kept out of the processes of a CPU training run (``WITHOUT_MEGATRON_ENV`` set)."""
+
+    name: str
+    package: str
+    why: str
+    verl_location: str
+    location_text: str
+    removal: str
+
+
+MEGATRON_IMPORT_BLOCK = ImportBlock(
+    name="no_megatron_import",
+    package="megatron",
+    why="verl imports its Megatron engine in every process whenever megatron-core is installed (~2.5 s and a screen "
+    "of Transformer Engine / Apex warnings per process), although the CPU backend refuses the Megatron engine "
+    "(actor.strategy=fsdp2 only); verl then registers no Megatron engine, as on a machine without megatron-core",
+    verl_location="workers/engine/__init__.py:65",
+    location_text="from .megatron import MegatronEngine, MegatronEngineWithLMHead, MegatronEngineWithValueHead",
+    removal="verl imports an engine only when its backend is configured",
+)
+
+
 _installed = False
 
 
 def install() -> None:
-    """Register every runtime patch to apply when its verl module is imported (idempotent, cheap)."""
+    """Register every runtime patch to apply when its verl module is imported (idempotent, cheap); in a CPU training
+    run (``WITHOUT_MEGATRON_ENV``), also keep megatron-core out of the process."""
     global _installed
     if _installed:
         return
     check_verl_version()
+    if os.environ.get(WITHOUT_MEGATRON_ENV) == "1":
+        block_package(MEGATRON_IMPORT_BLOCK.package, f"CPU adaptation {MEGATRON_IMPORT_BLOCK.name}")
     for patch in RUNTIME_PATCHES:
         when_imported(patch.module, patch.apply)
     _installed = True
-
-
-def is_installed() -> bool:
-    return _installed

@@ -1,63 +1,18 @@
 """Turning the CPU backend on, in the driver and in every process verl starts.
 
-Selection is by environment, because verl resolves its platform once per process and Ray starts many processes
-(task runner, trainer workers, agent-loop and reward workers, rollout servers, TransferQueue):
-
-    VERL_PLATFORM=cpu                                 verl picks the platform registered as "cpu"
-    VERL_USE_EXTERNAL_MODULES=...,verl_gain.cpu.plugin  verl imports the plugin on `import verl` (besides the
-                                                      `verl.plugins` entry point), so the CPU adaptations are
-                                                      installed even where entry points are disabled
-    TQ_NUM_THREADS=<physical cores, at most 8>        TransferQueue's threads (quiet: no warning per batch)
-
-``activate()`` sets both in the driver's environment (inherited by the local Ray cluster it starts) and
-``verl_gain.cpu.config.apply_cpu_defaults`` adds them to ``ray_kwargs.ray_init.runtime_env.env_vars`` (the job's
-environment, inherited by every actor of the job). ``worker_env_vars()`` returns them for actors started with a
-``runtime_env`` of their own.
+``activate()`` sets the CPU environment (``verl_gain/cpu/environment.py``) in the driver's environment (inherited by
+the local Ray cluster it starts) and ``verl_gain.cpu.config.apply_cpu_defaults`` adds it to
+``ray_kwargs.ray_init.runtime_env.env_vars`` (the job's environment, inherited by every actor of the job).
+``activate_in_worker()`` runs in every process through the plugin: it installs the adaptations there.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 
-import psutil
-
-from verl_gain.cpu.adaptations import check_verl_version, install
-
-logger = logging.getLogger(__name__)
-
-PLATFORM_ENV = "VERL_PLATFORM"
-EXTERNAL_MODULES_ENV = "VERL_USE_EXTERNAL_MODULES"
-PLUGIN_MODULE = "verl_gain.cpu.plugin"
-CPU_PLATFORM = "cpu"
-TQ_THREADS_ENV = "TQ_NUM_THREADS"
-TQ_DEFAULT_THREADS = 8
-"""TransferQueue's default torch threads for (de)serialising batches (transfer_queue/client.py:42); it warns on every
-put/get when that exceeds the physical cores, so CPU runs cap it at the core count."""
-
-
-def is_selected(environ: dict[str, str] | None = None) -> bool:
-    """Whether this process runs on the CPU platform (``VERL_PLATFORM=cpu``)."""
-    environ = os.environ if environ is None else environ
-    return environ.get(PLATFORM_ENV, "").strip().lower() == CPU_PLATFORM
-
-
-def worker_env_vars(extra_modules: str = "") -> dict[str, str]:
-    """Environment every process of a CPU run needs.
-
-    Keeps the modules already listed in this process's VERL_USE_EXTERNAL_MODULES and in ``extra_modules`` (a
-    comma-separated list, e.g. a value the user put in the Ray runtime env).
-    """
-    listed = f"{os.environ.get(EXTERNAL_MODULES_ENV, '')},{extra_modules}"
-    modules: list[str] = []
-    for name in (name.strip() for name in listed.split(",")):
-        if name and name not in modules:
-            modules.append(name)
-    if PLUGIN_MODULE not in modules:
-        modules.append(PLUGIN_MODULE)
-    physical_cores = psutil.cpu_count(logical=False) or 1
-    tq_threads = os.environ.get(TQ_THREADS_ENV) or str(min(TQ_DEFAULT_THREADS, physical_cores))
-    return {PLATFORM_ENV: CPU_PLATFORM, EXTERNAL_MODULES_ENV: ",".join(modules), TQ_THREADS_ENV: tq_threads}
+from verl_gain.cpu.adaptations import install
+from verl_gain.cpu.environment import CPU_PLATFORM, is_selected, worker_env_vars
+from verl_gain.verl_version import check_verl_version
 
 
 def accelerator_available() -> bool:

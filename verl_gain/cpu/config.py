@@ -8,8 +8,9 @@ Two kinds of values (both skipped for keys the user set on the command line):
 - ``CPU_FRIENDLY_DEFAULTS``: sizes that suit a laptop or CI runner (two trainer workers, one agent-loop worker, one
   reward worker, no dataloader subprocesses, console logging).
 
-The CPU environment (``VERL_PLATFORM``, ``VERL_USE_EXTERNAL_MODULES``) is added to the Ray job's runtime env so
-that every actor of the run, the caller's own included, starts on the CPU platform.
+The CPU environment (``VERL_PLATFORM``, ``VERL_USE_EXTERNAL_MODULES``, ``VERL_GAIN_CPU_WITHOUT_MEGATRON``;
+``verl_gain/cpu/environment.py``) is added to the Ray job's runtime env so that every actor of the run, the caller's
+own included, starts on the CPU platform.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from verl_gain.cpu.adaptations import CONFIG_ADAPTATIONS, HF_ROLLOUT_NAME
-from verl_gain.cpu.backend import EXTERNAL_MODULES_ENV, worker_env_vars
+from verl_gain.cpu.adaptations import CONFIG_ADAPTATIONS
+from verl_gain.cpu.environment import EXTERNAL_MODULES_ENV, HF_ROLLOUT_NAME, WITHOUT_MEGATRON_ENV, worker_env_vars
 
 CPU_DEVICE = "cpu"
 DEFAULT_CPU_WORKERS = 2
@@ -127,6 +128,7 @@ def apply_cpu_defaults(config: DictConfig, user_overrides: Iterable[str] = ()) -
             value = adaptation.value(config) if callable(adaptation.value) else adaptation.value
             _set(config, adaptation.key, value)
     env_vars = dict(OmegaConf.select(config, RUNTIME_ENV_VARS_KEY, default=None) or {})
-    _set(config, RUNTIME_ENV_VARS_KEY, {**env_vars, **worker_env_vars(env_vars.get(EXTERNAL_MODULES_ENV, ""))})
+    cpu_env = {**worker_env_vars(env_vars.get(EXTERNAL_MODULES_ENV, "")), WITHOUT_MEGATRON_ENV: "1"}
+    _set(config, RUNTIME_ENV_VARS_KEY, {**env_vars, **cpu_env})
     validate_cpu_config(config)
     return config

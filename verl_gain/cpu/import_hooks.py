@@ -92,3 +92,30 @@ def pending_modules() -> tuple[str, ...]:
     """Names of modules whose hooks have not run yet (not imported in this process so far)."""
     with _lock:
         return tuple(_pending)
+
+
+class _BlockedPackageFinder(importlib.abc.MetaPathFinder):
+    """Refuses to import a package (and its submodules) in this process, as if it were not installed."""
+
+    def __init__(self, package: str, reason: str):
+        self.package = package
+        self.reason = reason
+
+    def find_spec(self, fullname: str, path, target=None):
+        if fullname == self.package or fullname.startswith(self.package + "."):
+            raise ModuleNotFoundError(f"{fullname} is not imported in this process: {self.reason}", name=fullname)
+        return None
+
+
+def block_package(package: str, reason: str) -> bool:
+    """Make ``import <package>`` (and its submodules) fail in this process with ``ModuleNotFoundError(reason)``.
+
+    Returns False, and blocks nothing, if the package is already imported (a half-blocked package would be worse).
+    """
+    with _lock:
+        if package in sys.modules or any(
+            isinstance(f, _BlockedPackageFinder) and f.package == package for f in sys.meta_path
+        ):
+            return package not in sys.modules
+        sys.meta_path.insert(0, _BlockedPackageFinder(package, reason))
+        return True

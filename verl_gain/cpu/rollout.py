@@ -43,7 +43,8 @@ from verl.workers.config import HFModelConfig, RolloutConfig
 from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutMode, RolloutReplica, TokenOutput
 
-from verl_gain.cpu.adaptations import HF_ROLLOUT_NAME
+from verl_gain.cpu.environment import HF_ROLLOUT_NAME, worker_env_vars
+from verl_gain.inference import DTYPES, cut_at_end, left_padded
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,6 @@ on a loaded 2-core machine (tokenising, two Ray calls each); a batch closed on t
 of the step waiting for a whole second ``generate`` call."""
 DEFAULT_MAX_BATCH_WAIT_MS = 2000.0
 """Longest time the first request of a batch waits for others (bounds latency when requests keep trickling in)."""
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 DUMMY_LOAD_FORMAT = "dummy"
 """verl's load format for "random weights now, real weights from the first sync" (its default)."""
 STOP_COMPLETED = "completed"
@@ -360,13 +360,8 @@ class HFRolloutServer:
     def _generate_batch(self, batch: list[_Request]) -> list[TokenOutput]:
         """One left-padded ``generate`` call for requests that share sampling parameters."""
         key = batch[0].key
-        prompt_width = max(len(request.prompt_ids) for request in batch)
-        input_ids = torch.full((len(batch), prompt_width), self.pad_token_id, dtype=torch.long)  # [B, P]
-        attention_mask = torch.zeros((len(batch), prompt_width), dtype=torch.long)  # [B, P]
-        for row, request in enumerate(batch):
-            length = len(request.prompt_ids)
-            input_ids[row, prompt_width - length :] = torch.tensor(request.prompt_ids, dtype=torch.long)
-            attention_mask[row, prompt_width - length :] = 1
+        input_ids, attention_mask = left_padded([request.prompt_ids for request in batch], self.pad_token_id)  # [B, P]
+        prompt_width = input_ids.shape[1]
         max_tokens = max(request.max_tokens for request in batch)
         temperature = key.temperature if key.do_sample else 1.0
         recorder = ChosenTokenLogProbs(temperature=temperature)
@@ -389,17 +384,15 @@ class HFRolloutServer:
             )  # [B, P + T]
         new_tokens = sequences[:, prompt_width:]  # [B, T]
         log_probs = recorder.finish(new_tokens)  # [B, T]
-        eos = torch.tensor(self.eos_token_ids, dtype=torch.long)
         outputs = []
         for row, request in enumerate(batch):
-            length = min(request.max_tokens, new_tokens.shape[1])
+            tokens = new_tokens[row, : request.max_tokens].tolist()
             if not key.ignore_eos:
-                stops = torch.isin(new_tokens[row, :length], eos).nonzero()
-                if len(stops) > 0:
-                    length = int(stops[0]) + 1  # the end-of-sequence token is part of the response (as in vLLM)
+                tokens, _ = cut_at_end(tokens, self.eos_token_ids)  # the end token is part of the response (vLLM)
+            length = len(tokens)
             outputs.append(
                 TokenOutput(
-                    token_ids=new_tokens[row, :length].tolist(),
+                    token_ids=tokens,
                     log_probs=log_probs[row, :length].tolist() if key.want_log_probs else None,
                     stop_reason=STOP_COMPLETED,
                     extra_fields={"global_steps": self.global_steps},
@@ -604,8 +597,6 @@ class HFRolloutReplica(RolloutReplica):
                 "trainer.v1.trainer_mode=sync or trainer.use_v1=false, and no rollout-based reward/teacher model"
             )
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        from verl_gain.cpu.backend import worker_env_vars
 
         node_id = await self.workers[0].__ray_call__.remote(lambda worker: ray.get_runtime_context().get_node_id())
         role = "reward" if self.is_reward_model else "teacher" if self.is_teacher_model else ""

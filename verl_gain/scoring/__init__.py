@@ -1,17 +1,18 @@
-"""GAIN scoring: hidden-state capture, template-aware prompt segments, the ``verl-gain score``/``inspect`` pre-pass.
+"""GAIN scoring: hidden-state capture, template-aware prompt segments, scores files, the offline scorer.
 
 Public API (imported lazily, so ``import verl_gain.scoring`` stays light):
 
 - capture (``verl_gain.scoring.capture``): ``resolve_capture_point``, ``CapturePoint``, ``HiddenStateCapture``,
   ``CaptureStopped``, ``canonical_module_name``.
 - segments (``verl_gain.scoring.segments``): ``PromptSegmenter``, ``SegmentedPrompt``.
-- scores files (``verl_gain.scoring.scores_file``): ``dataset_fingerprint``, ``model_identity``, ``write_scores``,
-  ``read_scores``, ``check_fingerprint``, ``key_by_position``, ``FingerprintMismatch``.
+- scores files (``verl_gain.scoring.scores_file``, also the one reader of training data): ``read_data_file``,
+  ``dataset_fingerprint``, ``model_identity``, ``write_scores``, ``read_scores``, ``check_fingerprint``,
+  ``key_by_position``, ``keys_for_rows``, ``FingerprintMismatch``.
 - the scorer (``verl_gain.scoring.scorer``): ``ScoreConfig``, ``score_dataset``, ``score_prompts``,
   ``forward_segment_sums``.
 - ``ScoringInputError``: every bad-input error derives from it (one line that says the fix).
 
-See docs/scoring.md.
+See docs/scoring.md. The command-line front ends are ``verl_gain/cli/score.py`` and ``verl_gain/cli/inspect.py``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ _EXPORTS = {
     "read_scores": "scores_file",
     "check_fingerprint": "scores_file",
     "key_by_position": "scores_file",
+    "keys_for_rows": "scores_file",
+    "read_data_file": "scores_file",
     "FingerprintMismatch": "scores_file",
     "ScoreConfig": "scorer",
     "score_dataset": "scorer",

@@ -1,6 +1,6 @@
 """Hidden-state capture in any Hugging Face causal LM, found by role rather than by a hard-coded module name.
 
-GAIN-RL (arXiv 2506.02281, section 3.1; gain-rl-method.md section 1) measures angle concentration on the token
+GAIN-RL (arXiv 2506.02281, section 3.1; docs/method.md, "The signal") measures angle concentration on the token
 hidden states x_t of the final decoder layer. Two roles name where:
 
 - ``mlp_input`` (default, the paper's code): the input of the last decoder layer's MLP, i.e. the output of that
@@ -334,3 +334,15 @@ class HiddenStateCapture:
             return self.model(*args, **kwargs)
         except CaptureStopped:
             return None
+
+
+def describe_capture_point(model_dir: str, spec: str) -> dict[str, Any]:
+    """``CapturePoint.describe()`` of ``spec`` in the model saved in ``model_dir``, resolved on an empty
+    (meta-device) copy built from its config: no weights are read, so the driver can describe the point the workers
+    will hook (for the scores fingerprint) in milliseconds."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(model_dir)
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config)
+    return resolve_capture_point(skeleton, spec).describe()

@@ -17,3 +17,6 @@ cache pressure. On a GPU raise it (e.g. 32768) to fill the device."""
 
 DEFAULT_CHUNK_SIZE = 512
 """Prompts per resumable chunk: an interruption loses at most one chunk (~2 min of SmolLM2 on 2 CPU cores)."""
+
+TOP_PROMPTS = 5
+"""Prompts ``verl-gain inspect`` lists at each end of the order."""

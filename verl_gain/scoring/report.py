@@ -1,6 +1,6 @@
 """What a scores file says: a short text summary and PNG plots (``verl-gain inspect``).
 
-The checks a user should make before training on an order (gain-rl-method.md section 5): the key must not be
+The checks a user should make before training on an order (docs/method.md, "Failure modes"): the key must not be
 mostly a function of prompt length (the authors' released rankings: Spearman 0.96 with question length on GSM8K),
 it must vary between prompts, it must contain no NaN, and it should relate sensibly to difficulty when a difficulty
 column exists (e.g. MATH ``level``).
@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from verl_gain.scoring.constants import TOP_PROMPTS
+from verl_gain.scoring.errors import ScoringInputError
+
 DIFFICULTY_COLUMNS = ("level", "difficulty")
 """Columns looked for (in this order) when no ``--by`` column is named."""
-TOP_PROMPTS = 5
-"""Prompts listed at each end of the order."""
 QUESTION_PREVIEW_CHARS = 110
 HISTOGRAM_BINS = 60
 SCATTER_MAX_POINTS = 20_000
@@ -157,7 +158,12 @@ def plot(
     title: str = "",
 ) -> list[Path]:
     """Write ``key_histogram.png``, ``key_vs_length.png`` and (with a difficulty column) ``key_by_<col>.png``."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise ScoringInputError(
+            "the plots need matplotlib: pip install 'verl-gain[demo]' torch==<your torch> (make setup does this)"
+        ) from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -40,11 +40,13 @@ import torch
 
 from verl_gain.core.angles import (
     IGNORE_SEGMENT,
+    STAT_FIELDS,
     SegmentSums,
     angle_statistics,
     segment_sums_packed,
     segment_sums_padded,
 )
+from verl_gain.inference import DTYPES, InferenceSettingError, pad_rows, resolve_device, resolve_dtype
 from verl_gain.scoring.capture import CapturePoint, HiddenStateCapture, resolve_capture_point
 from verl_gain.scoring.constants import DEFAULT_CAPTURE, DEFAULT_CHUNK_SIZE, DEFAULT_TOKEN_BUDGET, LAYOUTS
 from verl_gain.scoring.errors import ScoringInputError
@@ -52,14 +54,17 @@ from verl_gain.scoring.scores_file import (
     FingerprintMismatch,
     check_fingerprint,
     dataset_fingerprint,
+    extra_info_index,
     model_identity,
+    prompt_column,
+    read_data_file,
     read_fingerprint,
     read_scores,
+    scores_table,
+    stats_columns,
     write_scores,
 )
 from verl_gain.scoring.segments import PromptSegmenter, SegmentedPrompt
-
-SUPPORTED_DATA_SUFFIXES = (".parquet", ".json", ".jsonl")
 
 
 @dataclass
@@ -119,74 +124,13 @@ class ScoreConfig:
             raise ScoringInputError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         if not isinstance(self.chunk_size, int) or self.chunk_size < 1:
             raise ScoringInputError(f"chunk_size must be a positive integer (prompts), got {self.chunk_size!r}")
-        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise ScoringInputError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.dtype != "auto" and self.dtype not in DTYPES:
+            raise ScoringInputError(f"dtype must be auto or one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if not (self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:")):
             raise ScoringInputError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
 
-# ---------------------------------------------------------------------------------------------------------- data
-def read_dataset(path: str | os.PathLike) -> pd.DataFrame:
-    """A verl-format dataset file as a DataFrame (parquet, a JSON list of rows, or JSON lines)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ScoringInputError(f"data file {str(path)!r} does not exist; give a verl-format .parquet or .json file")
-    suffix = path.suffix.lower()
-    if suffix not in SUPPORTED_DATA_SUFFIXES:
-        raise ScoringInputError(
-            f"data file {path.name!r} has an unsupported type; use one of {', '.join(SUPPORTED_DATA_SUFFIXES)}"
-        )
-    try:
-        if suffix == ".parquet":
-            return pd.read_parquet(path)
-        text = path.read_text()
-        lines = suffix == ".jsonl" or not text.lstrip().startswith("[")
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()] if lines else json.loads(text)
-        return pd.DataFrame(rows)
-    except (ValueError, OSError) as err:
-        raise ScoringInputError(f"cannot read {path.name}: {str(err).splitlines()[0]}") from None
-
-
-def prompt_column(frame: pd.DataFrame, prompt_key: str) -> list[Any]:
-    """The prompt column, refused with the available columns when missing."""
-    if prompt_key not in frame.columns:
-        raise ScoringInputError(
-            f"column {prompt_key!r} not found (columns: {', '.join(map(str, frame.columns))}); "
-            "pass --prompt-key with the column that holds the chat messages"
-        )
-    if len(frame) == 0:
-        raise ScoringInputError("the dataset has no rows")
-    return frame[prompt_key].tolist()
-
-
-def extra_info_index(frame: pd.DataFrame) -> list[int | None]:
-    """``extra_info.index`` per row (verl's ``RLHFDataset`` reads it into ``index``), ``None`` where absent."""
-    if "extra_info" not in frame.columns:
-        return [None] * len(frame)
-    out: list[int | None] = []
-    for info in frame["extra_info"].tolist():
-        value = info.get("index") if isinstance(info, dict) else None
-        out.append(int(value) if isinstance(value, (int, np.integer)) else None)
-    return out
-
-
 # ------------------------------------------------------------------------------------------------- model loading
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ScoringInputError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
-    return torch.device(device)
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    return getattr(torch, dtype)
-
-
 def load_tokenizer(model_dir: str | os.PathLike) -> Any:
     from transformers import AutoTokenizer
 
@@ -254,15 +198,10 @@ def batch_inputs(
         offsets = torch.tensor([0, *np.cumsum(lengths).tolist()], dtype=torch.long)  # [B + 1]
         inputs = {"input_ids": ids[None].to(device), "position_ids": positions[None].to(device)}  # [1, T]
         return inputs, seg.to(device), offsets.to(device)
-    width = max(lengths)
-    ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)  # [B, L]
-    seg = torch.full((len(prompts), width), IGNORE_SEGMENT, dtype=torch.long)  # [B, L]
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)  # [B, L]
-    for row, prompt in enumerate(prompts):
-        span = slice(width - len(prompt), width) if layout == "left" else slice(0, len(prompt))
-        ids[row, span] = torch.tensor(prompt.input_ids)
-        seg[row, span] = torch.tensor(prompt.segment_ids)
-        mask[row, span] = 1
+    left = layout == "left"
+    ids = pad_rows([p.input_ids for p in prompts], pad_token_id, left)  # [B, L]
+    seg = pad_rows([p.segment_ids for p in prompts], IGNORE_SEGMENT, left)  # [B, L]
+    mask = pad_rows([[1] * n for n in lengths], 0, left)  # [B, L]
     # Positions count real tokens only, so a left-padded prompt sees the same positions as alone (as HF generate
     # and verl compute them); pads get position 0 and are masked out.
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # [B, L]
@@ -312,30 +251,24 @@ def score_prompts(
         progress: a tqdm bar advanced by the tokens of each batch, or ``None``.
 
     Returns:
-        ``{"intra", "inter", "key"}`` float64 ``[N]`` and ``{"n_fixed", "n_question", "n_tokens"}`` int64 ``[N]``.
+        ``{name: [N]}`` for each of ``STAT_FIELDS`` (intra, inter, key float64; token counts int64), plus
+        ``n_tokens`` int64 ``[N]``, in the order given.
     """
     if layout not in LAYOUTS:
         raise ScoringInputError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # longest first, stable
     batches = plan_batches([len(prompts[i]) for i in order], token_budget, layout)
-    n = len(prompts)
-    out = {name: np.zeros(n) for name in ("intra", "inter", "key")}
-    out.update({name: np.zeros(n, dtype=np.int64) for name in ("n_fixed", "n_question", "n_tokens")})
+    stats = np.zeros((len(prompts), len(STAT_FIELDS)))  # [N, F]
     with torch.inference_mode(), HiddenStateCapture(model, capture, stop_forward=early_exit) as hook:
         for batch in batches:
             where = np.asarray([order[j] for j in batch])
             members = [prompts[i] for i in where]
             sums = forward_segment_sums(hook, members, layout, pad_token_id, early_exit)
-            stats = angle_statistics(sums, inter_weight=inter_weight)  # per sample: nothing accumulates but [B]
-            out["intra"][where] = stats.intra.cpu().numpy()
-            out["inter"][where] = stats.inter.cpu().numpy()
-            out["key"][where] = stats.key.cpu().numpy()
-            out["n_fixed"][where] = stats.n_fixed.cpu().numpy().astype(np.int64)
-            out["n_question"][where] = stats.n_question.cpu().numpy().astype(np.int64)
+            # per sample: nothing accumulates but [B, F]
+            stats[where] = angle_statistics(sums, inter_weight=inter_weight).stacked().cpu().numpy()
             if progress is not None:
                 progress.update(sum(len(p) for p in members))
-    out["n_tokens"] = out["n_fixed"] + out["n_question"]
-    return out
+    return {**stats_columns(stats), "n_tokens": np.array([len(p) for p in prompts], dtype=np.int64)}
 
 
 # ------------------------------------------------------------------------------------------------ the whole run
@@ -387,17 +320,6 @@ def prepare_dataset(
     )
 
 
-def _scores_frame(positions: np.ndarray, indices: Sequence[int | None], stats: dict[str, np.ndarray]) -> pd.DataFrame:
-    frame = pd.DataFrame(
-        {
-            "position": positions.astype(np.int64),
-            "index": pd.array(list(indices), dtype="Int64"),
-            **{name: stats[name] for name in ("intra", "inter", "key", "n_fixed", "n_question", "n_tokens")},
-        }
-    )
-    return frame.sort_values("position", kind="stable").reset_index(drop=True)
-
-
 def parts_dir_for(out: str | os.PathLike) -> Path:
     """Where a run keeps its finished chunks until they are merged: ``<out>.parts/``."""
     out = Path(out)
@@ -442,7 +364,7 @@ def score_dataset(
 
     Args:
         data: a dataset file (parquet / JSON / JSON lines) or a DataFrame.
-        model: a local Hugging Face model folder or ``smollm2-135m-instruct`` (``verl_gain.models.resolve_model``).
+        model: a local Hugging Face model folder or ``smollm2-135m-instruct`` (``model_sources.resolve_model``).
         out: the scores parquet to write; finished chunks go to ``<out>.parts/`` until the merge.
         config: run options.
         overwrite: replace an existing ``out`` computed with another fingerprint (otherwise refused).
@@ -453,7 +375,7 @@ def score_dataset(
     Returns:
         The ``ScoreResult``.
     """
-    from verl_gain.models import SMOLLM2_NAME, resolve_model
+    from verl_gain.model_sources import SMOLLM2_NAME, resolve_model
 
     config = config or ScoreConfig()
     out = Path(out)
@@ -462,15 +384,18 @@ def score_dataset(
         model_dir = resolve_model(model)
     except FileNotFoundError as err:
         raise ScoringInputError(str(err)) from None
-    frame = data if isinstance(data, pd.DataFrame) else read_dataset(data)
+    frame = data if isinstance(data, pd.DataFrame) else read_data_file(data)
     prompt_column(frame, config.prompt_key)  # refuse a missing column before loading anything
     tokenizer = loaded[1] if loaded else load_tokenizer(model_dir)
     model_config = json.loads((Path(model_dir) / "config.json").read_text())
     segmenter = PromptSegmenter(tokenizer, config.apply_chat_template_kwargs, model_config.get("model_type"))
     prepared = prepare_dataset(frame, segmenter, config, model_config.get("max_position_embeddings"))
 
-    device = resolve_device(config.device) if loaded is None else next(loaded[0].parameters()).device
-    dtype = resolve_dtype(config.dtype, device) if loaded is None else next(loaded[0].parameters()).dtype
+    try:
+        device = resolve_device(config.device) if loaded is None else next(loaded[0].parameters()).device
+        dtype = resolve_dtype(config.dtype, device) if loaded is None else next(loaded[0].parameters()).dtype
+    except InferenceSettingError as err:
+        raise ScoringInputError(str(err)) from None
     net = loaded[0] if loaded else load_model(model_dir, device, dtype)
     point = resolve_capture_point(net, config.capture)
     fingerprint = {
@@ -534,7 +459,7 @@ def score_dataset(
                     early_exit=config.early_exit,
                     progress=bar,
                 )
-                chunk = _scores_frame(positions, [prepared.indices[i] for i in members], stats)
+                chunk = scores_table(positions, [prepared.indices[i] for i in members], stats, stats["n_tokens"])
                 write_scores(path, chunk, fingerprint)
                 computed += 1
             frames.append(chunk)
@@ -542,7 +467,11 @@ def score_dataset(
     finally:
         bar.close()
 
-    scores = pd.concat(frames, ignore_index=True) if frames else _scores_frame(np.zeros(0), [], _empty_stats())
+    scores = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else scores_table([], [], stats_columns(np.zeros((0, len(STAT_FIELDS)))), [])
+    )
     scores = scores.sort_values("position", kind="stable").reset_index(drop=True)
     bad = scores.loc[~np.isfinite(scores[["intra", "inter", "key"]].to_numpy()).all(axis=1), "position"]
     if len(bad):
@@ -563,9 +492,3 @@ def score_dataset(
     write_scores(out, scores, fingerprint, info)
     shutil.rmtree(parts_dir, ignore_errors=True)
     return ScoreResult(scores, fingerprint, info, computed, reused)
-
-
-def _empty_stats() -> dict[str, np.ndarray]:
-    out = {name: np.zeros(0) for name in ("intra", "inter", "key")}
-    out.update({name: np.zeros(0, dtype=np.int64) for name in ("n_fixed", "n_question", "n_tokens")})
-    return out

@@ -1,8 +1,13 @@
-"""Scores files: a parquet table of per-prompt angle statistics whose metadata holds a fingerprint.
+"""GAIN scores, in one place: reading the training data, the scores table, keys by dataset position, fingerprints.
 
-A scores file is only meaningful next to the dataset it was computed from (positions must line up, gain-rl-method.md
-section 5: "dataset positions misaligned with the score file") and for the model that computed it ("rankings that do
-not depend on the model"). The fingerprint records both, and every reader checks it.
+The offline scorer (``verl-gain score``), the trainer's pre-pass and the trainer's start-up checks all go through
+this module, so the three see the same rows: one reader of verl-format data files (``read_data_file``, the formats
+verl's ``RLHFDataset`` accepts), one table builder (``scores_table``), one mapping from a scores file to training
+rows (``keys_for_rows``).
+
+A scores file is only meaningful next to the dataset it was computed from (positions must line up, docs/method.md,
+"Failure modes": "dataset positions misaligned with the score file") and for the model that computed it ("rankings
+that do not depend on the model"). The fingerprint records both, and every reader checks it.
 
 Table columns (one row per scored prompt, sorted by ``position``):
 
@@ -14,6 +19,8 @@ Table columns (one row per scored prompt, sorted by ``position``):
     n_fixed     int64    fixed-part tokens (system prompt, few-shot turns, template, generation prompt)
     n_question  int64    question tokens
     n_tokens    int64    all prompt tokens (n_fixed + n_question)
+
+(``intra`` .. ``n_question`` are ``verl_gain.core.angles.STAT_FIELDS``, in that order.)
 
 Fingerprint (JSON in the parquet schema metadata under ``FINGERPRINT_KEY``)::
 
@@ -31,10 +38,6 @@ Fingerprint (JSON in the parquet schema metadata under ``FINGERPRINT_KEY``)::
   weights file, its name, size and the SHA-256 of its first and last MiB (``WEIGHTS_SAMPLE_BYTES``): that covers the
   safetensors header (tensor names, shapes, dtypes) and real weights at both ends, reads 2 MiB per file instead of
   gigabytes, and changes for any fine-tuned checkpoint in practice. The tokenizer files are hashed in full.
-
-Public API: ``dataset_fingerprint``, ``model_identity``, ``write_scores``, ``read_scores`` (checks an expected
-fingerprint and raises ``FingerprintMismatch``, one line naming what differs), ``check_fingerprint``,
-``key_by_position`` (the ``[N]`` key array a ``GainController`` takes).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +54,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from verl_gain.core.angles import STAT_FIELDS, ranking_key
 from verl_gain.scoring.errors import ScoringInputError
+from verl_gain.scoring.segments import to_plain
 
+DATA_SUFFIXES = (".parquet", ".json", ".jsonl")
+"""The data file types verl's ``RLHFDataset`` reads (parquet; JSON lines or a JSON list, as ``datasets``' json
+loader reads both under either suffix)."""
 FINGERPRINT_KEY = b"verl_gain.fingerprint"
 INFO_KEY = b"verl_gain.info"
 FORMAT_VERSION = 1
-SCORE_COLUMNS = ("position", "index", "intra", "inter", "key", "n_fixed", "n_question", "n_tokens")
+SCORE_COLUMNS = ("position", "index", *STAT_FIELDS, "n_tokens")
+COUNT_COLUMNS = ("n_fixed", "n_question", "n_tokens")
+"""Integer columns (token counts); the other statistics are float64."""
 WEIGHTS_SAMPLE_BYTES = 1 << 20
 WEIGHTS_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "tokenizer.model")
@@ -67,6 +77,83 @@ class FingerprintMismatch(ScoringInputError):
     """A scores file (or chunk) does not belong to the dataset/model/config it is used with."""
 
 
+# ----------------------------------------------------------------------------------------------------- the data
+def read_data_file(path: str | os.PathLike) -> pd.DataFrame:
+    """A verl-format dataset file as a DataFrame: parquet, JSON lines or a JSON list of rows (``DATA_SUFFIXES``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ScoringInputError(f"data file {str(path)!r} does not exist; give a verl-format .parquet or .json file")
+    suffix = path.suffix.lower()
+    if suffix not in DATA_SUFFIXES:
+        raise ScoringInputError(
+            f"data file {path.name!r} has an unsupported type; use one of {', '.join(DATA_SUFFIXES)}"
+        )
+    try:
+        if suffix == ".parquet":
+            return pd.read_parquet(path)
+        text = path.read_text()
+        if suffix == ".json" and text.lstrip().startswith("["):
+            return pd.DataFrame(json.loads(text))
+        return pd.DataFrame([json.loads(line) for line in text.splitlines() if line.strip()])
+    except (ValueError, OSError) as err:
+        raise ScoringInputError(f"cannot read {path.name}: {str(err).splitlines()[0]}") from None
+
+
+def read_data_files(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> pd.DataFrame:
+    """Several data files concatenated in order, as verl concatenates ``data.train_files``."""
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if not paths:
+        raise ScoringInputError("no data file given")
+    frames = [read_data_file(path) for path in paths]
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def count_rows(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> int:
+    """Rows in data files (parquet from its metadata, without reading the table)."""
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    total = 0
+    for path in paths:
+        if str(path).lower().endswith(".parquet") and Path(path).is_file():
+            try:
+                total += pq.ParquetFile(path).metadata.num_rows
+                continue
+            except (OSError, ValueError, pa.ArrowException) as err:
+                raise ScoringInputError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
+        total += len(read_data_file(path))
+    return total
+
+
+def prompt_column(frame: pd.DataFrame, prompt_key: str) -> list[Any]:
+    """The prompt column, refused with the available columns when missing."""
+    if prompt_key not in frame.columns:
+        raise ScoringInputError(
+            f"column {prompt_key!r} not found (columns: {', '.join(map(str, frame.columns))}); "
+            "pass --prompt-key with the column that holds the chat messages"
+        )
+    if len(frame) == 0:
+        raise ScoringInputError("the dataset has no rows")
+    return frame[prompt_key].tolist()
+
+
+def data_files_prompts(paths: str | os.PathLike | Sequence[str | os.PathLike], prompt_key: str) -> list[Any]:
+    """The prompt column of data files concatenated (what ``verl-gain score --data`` sees of verl's training files)."""
+    return prompt_column(read_data_files(paths), prompt_key)
+
+
+def extra_info_index(frame: pd.DataFrame) -> list[int | None]:
+    """``extra_info.index`` per row (verl's ``RLHFDataset`` reads it into ``index``), ``None`` where absent."""
+    if "extra_info" not in frame.columns:
+        return [None] * len(frame)
+    out: list[int | None] = []
+    for info in frame["extra_info"].tolist():
+        value = info.get("index") if isinstance(info, dict) else None
+        out.append(int(value) if isinstance(value, (int, np.integer)) else None)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- fingerprints
+
+
 def _sha256_json(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
 
@@ -74,8 +161,6 @@ def _sha256_json(value: Any) -> str:
 def prompt_bytes(prompt: Any) -> bytes:
     """The canonical serialisation of one prompt (chat messages, numpy arrays from parquet included) that the
     fingerprints hash: key-sorted JSON of its plain-Python form."""
-    from verl_gain.scoring.segments import to_plain
-
     return json.dumps(to_plain(prompt), sort_keys=True, ensure_ascii=False, default=str).encode()
 
 
@@ -169,6 +254,7 @@ def _lookup(tree: dict[str, Any], dotted: str) -> Any:
     return tree
 
 
+# -------------------------------------------------------------------------------------------------- the file
 def write_scores(
     path: str | os.PathLike, scores: pd.DataFrame, fingerprint: dict[str, Any], info: dict[str, Any] | None = None
 ) -> Path:
@@ -220,13 +306,47 @@ def read_scores(
     return pd.read_parquet(path), fingerprint, info
 
 
-def key_by_position(scores: pd.DataFrame, num_rows: int, positions: Sequence[int] | None = None) -> np.ndarray:
-    """The ranking key per dataset position, ``[num_rows]`` (or for ``positions``), for ``GainController``.
+# ------------------------------------------------------------------------------------------------- the table
+def stats_columns(stats: np.ndarray) -> dict[str, np.ndarray]:
+    """``{name: [M]}`` for each of ``STAT_FIELDS`` from ``[M, len(STAT_FIELDS)]`` statistics (token counts as int64)."""
+    stats = np.asarray(stats, dtype=np.float64).reshape(-1, len(STAT_FIELDS))
+    return {
+        name: stats[:, i].astype(np.int64) if name in COUNT_COLUMNS else stats[:, i]
+        for i, name in enumerate(STAT_FIELDS)
+    }
 
-    Raises if a requested position has no score (e.g. it was left out by ``--skip-long``).
+
+def scores_table(
+    positions: Sequence[int] | np.ndarray,
+    indices: Sequence[int | None],
+    stats: Mapping[str, np.ndarray],
+    n_tokens: Sequence[int] | np.ndarray,
+) -> pd.DataFrame:
+    """A scores table (``SCORE_COLUMNS``) sorted by position.
+
+    Args:
+        positions: ``[M]`` dataset rows scored.
+        indices: ``[M]`` their ``extra_info.index`` (``None`` where absent).
+        stats: ``{name: [M]}`` for each of ``STAT_FIELDS`` (``stats_columns``, ``score_prompts``).
+        n_tokens: ``[M]`` prompt tokens of each row.
     """
-    wanted = np.arange(num_rows) if positions is None else np.asarray(positions, dtype=np.int64)
-    table = pd.Series(scores["key"].to_numpy(np.float64), index=scores["position"].to_numpy(np.int64))
+    columns: dict[str, Any] = {
+        "position": np.asarray(positions, dtype=np.int64),
+        "index": pd.array(list(indices), dtype="Int64"),
+    }
+    for name in STAT_FIELDS:
+        columns[name] = np.asarray(stats[name], dtype=np.int64 if name in COUNT_COLUMNS else np.float64)
+    columns["n_tokens"] = np.asarray(n_tokens, dtype=np.int64)
+    return pd.DataFrame(columns).sort_values("position", kind="stable").reset_index(drop=True)
+
+
+def column_by_position(scores: pd.DataFrame, column: str, positions: Sequence[int] | np.ndarray) -> np.ndarray:
+    """``scores[column]`` (float64) at the given dataset positions.
+
+    Raises ``FingerprintMismatch`` if a requested position has no score (e.g. it was left out by ``--skip-long``).
+    """
+    wanted = np.asarray(positions, dtype=np.int64)
+    table = pd.Series(scores[column].to_numpy(np.float64), index=scores["position"].to_numpy(np.int64))
     missing = np.setdiff1d(wanted, table.index.to_numpy())
     if missing.size:
         raise FingerprintMismatch(
@@ -235,3 +355,52 @@ def key_by_position(scores: pd.DataFrame, num_rows: int, positions: Sequence[int
             "or re-score without --skip-long"
         )
     return table.loc[wanted].to_numpy()
+
+
+def key_by_position(scores: pd.DataFrame, num_rows: int, positions: Sequence[int] | None = None) -> np.ndarray:
+    """The ranking key per dataset position, ``[num_rows]`` (or for ``positions``), for ``GainController``."""
+    return column_by_position(scores, "key", np.arange(num_rows) if positions is None else positions)
+
+
+def keys_for_rows(
+    path: str | os.PathLike,
+    rows: Sequence[Any],
+    file_prompts: Sequence[Any] | None,
+    expected: dict[str, Any],
+    inter_weight: float,
+) -> np.ndarray:
+    """The ranking key of every training row from a scores file.
+
+    The file may describe the training rows themselves (the pre-pass file) or the data file(s) verl loaded them
+    from (``verl-gain score --data``), of which verl keeps a subset (``data.filter_overlong_prompts``,
+    ``data.train_max_samples``): rows are then matched by prompt content. The key is recomputed from the file's
+    ``intra`` and ``inter`` with this run's ``inter_weight``.
+
+    Args:
+        path: the scores file.
+        rows: the prompt of every training row, in dataset order.
+        file_prompts: the prompts of the data files concatenated (``read_data_files``), or None.
+        expected: fingerprint fields that must match (model, capture point, template); an empty dict checks none.
+        inter_weight: w in ``intra + w inter``.
+
+    Returns:
+        ``[N]`` fp64 keys, one per training row.
+    """
+    table, fingerprint, _ = read_scores(path)
+    check_fingerprint(fingerprint, expected, what=f"scores file {path}")
+    scored = fingerprint.get("dataset", {})
+    if scored.get("sha256") == dataset_fingerprint(rows)["sha256"]:
+        positions = np.arange(len(rows))
+    elif file_prompts is not None and scored.get("sha256") == dataset_fingerprint(file_prompts)["sha256"]:
+        row_of: dict[bytes, int] = {}
+        for row, prompt in enumerate(file_prompts):
+            row_of.setdefault(hashlib.sha256(prompt_bytes(prompt)).digest(), row)
+        positions = np.array([row_of[hashlib.sha256(prompt_bytes(p)).digest()] for p in rows], dtype=np.int64)
+    else:
+        raise FingerprintMismatch(
+            f"scores file {path} was computed from {scored.get('rows')} prompts that are neither the "
+            f"{len(rows)} training rows nor data.train_files: score the training file with `verl-gain score`"
+        )
+    intra = column_by_position(table, "intra", positions)
+    inter = column_by_position(table, "inter", positions)
+    return ranking_key(intra, inter, inter_weight)

@@ -1,7 +1,7 @@
 """Token segments of a chat prompt, derived from the tokenizer's own chat template.
 
 GAIN-RL splits a prompt into the fixed part (system prompt, few-shot turns, template tokens, the generation
-prompt) and the question (the content of the last user message); gain-rl-method.md section 1. The boundaries
+prompt) and the question (the content of the last user message); docs/method.md, "Segments". The boundaries
 come from rendering, never from fixed offsets:
 
 1. ``input_ids`` are the ids verl 0.9.1's rollout feeds the model: ``SingleTurnAgentLoop.run`` ->

@@ -5,7 +5,7 @@ padding rows to reach a multiple of the data-parallel size). ``summarize_step`` 
 needs: the step accuracy (mean over prompts of the fraction of correct rollouts) and the step angle (mean over prompts
 of their angle statistic). ``TrainerCurriculum`` owns the controller and the sampler, applies the update, produces the
 ``gain/`` metrics, writes a per-step trace (for reports and plots) and saves / restores its state next to verl's
-checkpoints.
+checkpoints (``global_step_k`` folders under ``trainer.default_local_dir``, or ``trainer.resume_from_path``).
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ STATE_FILE = "gain_state.pt"
 TRACE_FILE = "gain_trace.jsonl"
 """One JSON line per training step, next to the checkpoints unless ``gain.trace_path`` says otherwise."""
 METRIC_PREFIX = "gain/"
+POSITION_KEY = "gain_position"
+"""``extra_info`` key holding a row's position in the training set (after verl's length filter): verl drops the
+top-level ``index`` on the way to the reward and the trainer, so ``GainRLHFDataset`` puts it here."""
 
 
 @dataclass
@@ -175,6 +178,31 @@ class TrainerCurriculum:
         self._append_trace(summary, step, metrics)
         return metrics
 
+    def finish_step(
+        self,
+        step: int,
+        uids: Sequence[Any],
+        extra_info: Sequence[Any],
+        acc: Sequence[float] | None,
+        scores: np.ndarray,
+        angles: np.ndarray | None,
+        is_padding: np.ndarray | None,
+    ) -> dict[str, float]:
+        """Move the window after verl's step ``step`` from its rollouts; returns the ``gain/`` metrics.
+
+        Args:
+            step: verl's ``global_steps`` of the step.
+            uids: ``[R]`` verl's ``uid`` of each rollout (the n rollouts of a prompt share it).
+            extra_info: ``[R]`` each rollout's ``extra_info`` (``GainRLHFDataset`` put the dataset position in it).
+            acc: ``[R]`` the reward's ``acc`` extra info, or None when the reward gives none.
+            scores: ``[R]`` the summed reward of each rollout.
+            angles: ``[R]`` the step angle of each rollout (NaN where none was measured), or None.
+            is_padding: ``[R]`` True for V1's padding rows, or None.
+        """
+        correct = correctness_from_rewards(self.settings, acc, scores)
+        positions = [int((info or {}).get(POSITION_KEY, -1)) for info in extra_info]
+        return self.update(summarize_step(uids, positions, correct, angles, is_padding), step)
+
     # ----------------------------------------------------------------- state
     def save(self, step_folder: str | os.PathLike) -> Path:
         """Write the curriculum state into a checkpoint's ``global_step_k`` folder."""
@@ -191,6 +219,21 @@ class TrainerCurriculum:
         self._require_controller().load_state_dict(torch.load(path, weights_only=True))
         self._truncate_trace(step)
         return True
+
+    def save_with_checkpoint(self, config: Any, step: int) -> Path:
+        """Save into the ``global_step_<step>`` folder verl is about to write."""
+        return self.save(os.path.join(config.trainer.default_local_dir, f"global_step_{step}"))
+
+    def restore_with_checkpoint(self, config: Any, step: int) -> None:
+        """After verl restored step ``step`` (0: nothing restored), restore the curriculum from the same folder."""
+        if step <= 0:
+            return
+        if config.trainer.resume_mode == "resume_path" and config.trainer.resume_from_path:
+            folder = str(config.trainer.resume_from_path)
+        else:
+            folder = os.path.join(config.trainer.default_local_dir, f"global_step_{step}")
+        state = "restored" if self.load(folder, step) else "not found (data.pt state used)"
+        print(f"[verl-gain] GAIN curriculum state at step {step}: {state}", flush=True)
 
     # ----------------------------------------------------------------- trace
     def _append_trace(self, summary: StepSummary, step: int, metrics: dict[str, float]) -> None:

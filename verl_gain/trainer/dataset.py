@@ -10,9 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from verl_gain.trainer.compat import RLHFDataset
-
-POSITION_KEY = "gain_position"
-"""``extra_info`` key holding the row's position in the training set (after verl's length filter)."""
+from verl_gain.trainer.curriculum import POSITION_KEY
 
 
 class GainRLHFDataset(RLHFDataset):

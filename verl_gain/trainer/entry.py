@@ -9,10 +9,13 @@ message that says what to set, and the dataset class becomes ``GainRLHFDataset``
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
+from verl_gain.scoring.errors import ScoringInputError
+from verl_gain.scoring.scores_file import count_rows, data_files_prompts, dataset_fingerprint, read_fingerprint
 from verl_gain.trainer.settings import GainSettings
 
 DATASET_MODULE = "pkg://verl_gain.trainer.dataset"
@@ -23,20 +26,15 @@ class GainConfigError(ValueError):
     """A config that GAIN sampling cannot run with (one line: what to set)."""
 
 
-def _count_rows(files: Any) -> int | None:
-    """Rows in ``data.train_files`` (parquet metadata only), or None if a file cannot be read that way."""
-    import pyarrow.parquet as pq
-
+def _local_row_count(files: Any) -> int | None:
+    """Rows of ``data.train_files`` when every file is on this machine (remote paths are verl's to copy)."""
     files = [files] if isinstance(files, str) else list(files)
-    total = 0
-    for path in files:
-        if not str(path).endswith(".parquet"):
-            return None
-        try:
-            total += pq.ParquetFile(path).metadata.num_rows
-        except (OSError, ValueError):
-            return None
-    return total
+    if not all(Path(str(path)).is_file() for path in files):
+        return None
+    try:
+        return count_rows(files)
+    except ScoringInputError as error:
+        raise GainConfigError(f"data.train_files: {error}") from None
 
 
 def _check_dataset_class(config: DictConfig) -> None:
@@ -46,8 +44,7 @@ def _check_dataset_class(config: DictConfig) -> None:
             config.data.custom_cls.path = DATASET_MODULE
             config.data.custom_cls.name = DATASET_CLASS
         return
-    from verl.utils.import_utils import load_extern_object
-
+    from verl_gain.trainer.compat import load_extern_object
     from verl_gain.trainer.dataset import GainRLHFDataset
 
     cls = load_extern_object(custom.path, custom.name)
@@ -88,7 +85,7 @@ def check_gain_config(config: DictConfig) -> GainSettings:
             f"gain.enable=True draws whole steps: set data.gen_batch_size=null (got {gen_batch}; "
             f"data.train_batch_size={config.data.train_batch_size})"
         )
-    rows = _count_rows(config.data.train_files)
+    rows = _local_row_count(config.data.train_files)  # None: verl reads (or copies) the files itself
     if rows is not None and int(config.data.train_batch_size) > rows:
         raise GainConfigError(
             f"data.train_batch_size={config.data.train_batch_size} is larger than the training set ({rows} rows): "
@@ -102,15 +99,12 @@ def check_gain_config(config: DictConfig) -> GainSettings:
 
 def _check_scores_file(config: DictConfig, settings: GainSettings) -> None:
     """The scores file exists, is a verl-gain scores file, and was computed from ``data.train_files``."""
-    from verl_gain.scoring.scores_file import FingerprintMismatch, dataset_fingerprint, read_fingerprint
-    from verl_gain.trainer.trainers import data_file_prompts
-
     try:
         fingerprint, _ = read_fingerprint(settings.scores_path)
-    except (FileNotFoundError, FingerprintMismatch) as error:
+        prompts = data_files_prompts(config.data.train_files, config.data.prompt_key)
+    except (FileNotFoundError, ScoringInputError) as error:
         raise GainConfigError(f"gain.scores_path: {error}") from None
-    prompts = data_file_prompts(config)
-    if prompts is not None and fingerprint.get("dataset", {}).get("sha256") != dataset_fingerprint(prompts)["sha256"]:
+    if fingerprint.get("dataset", {}).get("sha256") != dataset_fingerprint(prompts)["sha256"]:
         raise GainConfigError(
             f"gain.scores_path {settings.scores_path} was computed from other data than data.train_files "
             f"({fingerprint.get('dataset', {}).get('rows')} scored rows vs {len(prompts)}): run "

@@ -1,36 +1,48 @@
-"""The GAIN pre-pass on the driver: tokenise the training prompts as rollout does, send them through the actor
-workers' ``gain_score_prompts`` and collect one row of angle statistics per prompt; and the scores file it leaves
-next to the checkpoints (the same format as ``verl-gain score``), or the user's file mapped onto the training rows.
+"""The ranking key of every training row, before the first step: from a scores file, or from the GAIN pre-pass.
+
+On the driver: the training prompts are tokenised exactly as verl's rollout tokenises them and their question tokens
+are marked (``PromptSegmenter``, left truncation to ``rollout.prompt_length``); the actor workers get the segment
+table (for the per-step angle) and, unless a scores file already has the keys, score every prompt through verl's
+own ``infer_batch`` (``GainActorRolloutRefWorker.gain_score_prompts``). The pre-pass result is written next to the
+checkpoints in the ``verl-gain score`` format (``verl_gain/scoring/scores_file.py``) and reused on resume.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
+from omegaconf import DictConfig
 from tensordict import TensorDict
 from tqdm import tqdm
 
+from verl_gain.core.angles import STAT_FIELDS, ranking_key
+from verl_gain.scoring.capture import describe_capture_point
 from verl_gain.scoring.scores_file import (
-    FingerprintMismatch,
-    check_fingerprint,
+    data_files_prompts,
     dataset_fingerprint,
-    key_by_position,
-    prompt_bytes,
-    read_scores,
+    keys_for_rows,
+    model_identity,
+    scores_table,
+    stats_columns,
     write_scores,
 )
-from verl_gain.scoring.segments import SegmentedPrompt
-from verl_gain.trainer.compat import assign_non_tensor
-from verl_gain.trainer.engine_capture import SEGMENT_IDS_KEY, STATS_FIELDS, STATS_KEY
+from verl_gain.scoring.segments import PromptSegmenter, SegmentedPrompt
+from verl_gain.trainer.capture import SEGMENT_IDS_KEY, STATS_KEY
+from verl_gain.trainer.compat import assign_non_tensor, copy_to_local
+from verl_gain.trainer.settings import GainSettings
+from verl_gain.trainer.worker import PromptSegmentTable
 
 SCORES_FILE = "gain_scores.parquet"
 """The pre-pass result, written in ``trainer.default_local_dir`` and reused on resume."""
+
+
+def local_model_path(config: DictConfig) -> str:
+    """The actor model folder on this machine (verl copies remote paths locally the same way)."""
+    return copy_to_local(config.actor_rollout_ref.model.path, use_shm=config.actor_rollout_ref.model.get("use_shm"))
 
 
 def prompt_batch(prompts: Sequence[SegmentedPrompt]) -> TensorDict:
@@ -63,11 +75,11 @@ def run_prepass(
     micro-batch size when verl splits fixed-size micro-batches (``micro_batch_size``; None with dynamic batch size).
 
     Returns:
-        ``[N, len(STATS_FIELDS)]`` fp64, in the order of ``prompts``.
+        ``[N, len(STAT_FIELDS)]`` fp64, in the order of ``prompts``.
     """
     multiple = (max(worker_group._query_dispatch_info("actor")) + 1) * (micro_batch_size or 1)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    stats = np.full((len(prompts), len(STATS_FIELDS)), np.nan)
+    stats = np.full((len(prompts), len(STAT_FIELDS)), np.nan)
     tokens = sum(len(p) for p in prompts)
     with tqdm(total=tokens, desc="GAIN pre-pass (prompt tokens)", unit="tok", unit_scale=True) as progress:
         for start in range(0, len(order), batch_size):
@@ -81,80 +93,81 @@ def run_prepass(
     return stats
 
 
-def stats_table(stats: np.ndarray, prompts: Sequence[SegmentedPrompt], index: Sequence[Any]) -> pd.DataFrame:
-    """A scores table (``verl_gain.scoring.scores_file`` columns) from pre-pass statistics."""
-    column = {name: stats[:, i] for i, name in enumerate(STATS_FIELDS)}
-    return pd.DataFrame(
-        {
-            "position": np.arange(len(prompts), dtype=np.int64),
-            "index": pd.array([None if i is None else int(i) for i in index], dtype="Int64"),
-            "intra": column["intra"],
-            "inter": column["inter"],
-            "key": column["key"],
-            "n_fixed": column["n_fixed"].astype(np.int64),
-            "n_question": column["n_question"].astype(np.int64),
-            "n_tokens": np.array([len(p) for p in prompts], dtype=np.int64),
-        }
-    )
+def own_scores_file(config: DictConfig) -> str | None:
+    """The pre-pass file of an earlier run of this experiment: next to the checkpoints, or next to the checkpoint
+    named by ``trainer.resume_from_path``."""
+    folders = [config.trainer.default_local_dir]
+    if config.trainer.resume_mode == "resume_path" and config.trainer.resume_from_path:
+        folders.append(os.path.dirname(os.path.normpath(str(config.trainer.resume_from_path))))
+    found = [os.path.join(f, SCORES_FILE) for f in folders if os.path.exists(os.path.join(f, SCORES_FILE))]
+    return found[0] if found else None
 
 
-def _prompt_digest(prompt: Any) -> str:
-    return hashlib.sha256(prompt_bytes(prompt)).hexdigest()
-
-
-def training_keys(
-    path: str | os.PathLike,
-    train_prompts: Sequence[Any],
-    file_prompts: Sequence[Any] | None,
-    expected: dict[str, Any],
-    inter_weight: float,
+def training_row_keys(
+    config: DictConfig, settings: GainSettings, tokenizer: Any, train_dataset: Any, worker_group: Any
 ) -> np.ndarray:
-    """The ranking key of every training row from a scores file.
+    """Configure the actor workers for GAIN and return the ranking key ``[N]`` of every training row.
 
-    The file may describe the training rows themselves (the pre-pass file) or the data file(s) verl loaded them
-    from (``verl-gain score --data``), of which verl keeps a subset (``data.filter_overlong_prompts``,
-    ``data.train_max_samples``): rows are then matched by prompt content. The key is recomputed from the file's
-    ``intra`` and ``inter`` with this run's ``inter_weight``.
+    The keys come from ``gain.scores_path``, else from the pre-pass file of an earlier run of this experiment, else
+    from the pre-pass through ``worker_group``. A file is used only if its fingerprint matches this run's model,
+    capture point and chat template (unless ``gain.allow_foreign_scores``) and its prompts are the training rows or
+    ``data.train_files``.
 
     Args:
-        path: the scores file.
-        train_prompts: the prompt of every training row, in dataset order.
-        file_prompts: the prompts of ``data.train_files`` concatenated, or None.
-        expected: fingerprint fields that must match (model, capture point, template); an empty dict checks none.
-        inter_weight: w in ``intra + w inter``.
-
-    Returns:
-        ``[N]`` fp64 keys, one per training row.
+        config: the run's verl config.
+        settings: its ``gain`` group.
+        tokenizer: the actor's tokenizer.
+        train_dataset: verl's training dataset (a ``GainRLHFDataset``: ``prompt_messages()``, ``dataframe``).
+        worker_group: the actor worker group (``GainActorRolloutRefWorker``).
     """
-    table, fingerprint, _ = read_scores(path)
-    check_fingerprint(fingerprint, expected, what=f"scores file {path}")
-    scored = fingerprint.get("dataset", {})
-    if scored.get("sha256") == dataset_fingerprint(train_prompts)["sha256"]:
-        positions = np.arange(len(train_prompts))
-    elif file_prompts is not None and scored.get("sha256") == dataset_fingerprint(file_prompts)["sha256"]:
-        row_of: dict[str, int] = {}
-        for row, prompt in enumerate(file_prompts):
-            row_of.setdefault(_prompt_digest(prompt), row)
-        positions = np.array([row_of[_prompt_digest(p)] for p in train_prompts], dtype=np.int64)
-    else:
-        raise FingerprintMismatch(
-            f"scores file {path} was computed from {scored.get('rows')} prompts that are neither the "
-            f"{len(train_prompts)} training rows nor data.train_files: score the training file with `verl-gain score`"
-        )
-    intra = _by_position(table, "intra", positions)
-    inter = _by_position(table, "inter", positions)
-    return intra + inter_weight * inter
+    model_path = local_model_path(config)
+    from transformers import AutoConfig
 
-
-def _by_position(table: pd.DataFrame, column: str, positions: np.ndarray) -> np.ndarray:
-    """``table[column]`` at the given dataset positions (checked: every position must have a score)."""
-    key_by_position(table, 0, positions)  # raises with the missing positions, if any
-    series = pd.Series(table[column].to_numpy(np.float64), index=table["position"].to_numpy(np.int64))
-    return series.loc[positions].to_numpy()
-
-
-def write_prepass_scores(
-    path: str | os.PathLike, table: pd.DataFrame, train_prompts: Sequence[Any], identity: dict[str, Any], info: dict
-) -> None:
-    """Write the pre-pass table with a fingerprint over the training rows plus the model/capture/template identity."""
-    write_scores(path, table, {"dataset": dataset_fingerprint(train_prompts), **identity}, info)
+    segmenter = PromptSegmenter(
+        tokenizer,
+        config.data.get("apply_chat_template_kwargs") or {},
+        model_type=AutoConfig.from_pretrained(model_path).model_type,
+    )
+    max_prompt = int(config.actor_rollout_ref.rollout.prompt_length)
+    rows = train_dataset.prompt_messages()
+    prompts = [segmenter(p, row=i).left_truncated(max_prompt) for i, p in enumerate(rows)]
+    worker_group.gain_configure(
+        {
+            "capture_point": settings.capture_point,
+            "inter_weight": settings.inter_weight,
+            "step_angle": settings.step_angle,
+        },
+        PromptSegmentTable.from_segments([(p.input_ids, p.segment_ids) for p in prompts]),
+    )
+    identity = {
+        "model": model_identity(model_path),
+        "capture": describe_capture_point(model_path, settings.capture_point),
+        "template": segmenter.template_identity(),
+    }
+    earlier = own_scores_file(config)
+    if settings.scores_path:
+        expected = {} if settings.allow_foreign_scores else identity
+        file_prompts = data_files_prompts(config.data.train_files, config.data.prompt_key)
+        keys = keys_for_rows(settings.scores_path, rows, file_prompts, expected, settings.inter_weight)
+        print(f"[verl-gain] GAIN scores from {settings.scores_path} ({len(keys)} training prompts)", flush=True)
+        return keys
+    if earlier is not None:
+        keys = keys_for_rows(earlier, rows, None, identity, settings.inter_weight)
+        print(f"[verl-gain] GAIN scores reused from {earlier}", flush=True)
+        return keys
+    print(f"[verl-gain] GAIN pre-pass: scoring {len(prompts)} training prompts with the actor", flush=True)
+    rollout = config.actor_rollout_ref.rollout
+    micro = None if rollout.log_prob_use_dynamic_bsz else int(rollout.log_prob_micro_batch_size_per_gpu)
+    stats = stats_columns(run_prepass(worker_group, prompts, settings.prepass_batch_size, micro))
+    dataframe = train_dataset.dataframe
+    index = (
+        [(info or {}).get("index") for info in dataframe["extra_info"]]
+        if "extra_info" in dataframe.column_names
+        else [None] * len(prompts)
+    )
+    table = scores_table(np.arange(len(prompts)), index, stats, [len(p) for p in prompts])
+    path = os.path.join(config.trainer.default_local_dir, SCORES_FILE)
+    info = {"source": "verl actor pre-pass", "model_path": model_path}
+    write_scores(path, table, {"dataset": dataset_fingerprint(rows), **identity}, info)
+    print(f"[verl-gain] GAIN scores written to {path}", flush=True)
+    return ranking_key(table["intra"].to_numpy(), table["inter"].to_numpy(), settings.inter_weight)

@@ -15,14 +15,8 @@ from pprint import pprint
 import ray
 from omegaconf import DictConfig, OmegaConf
 
-from verl_gain.trainer.compat import (
-    BaseTaskRunner,
-    create_rl_dataset,
-    need_critic,
-    need_reference_policy,
-    validate_config,
-)
-from verl_gain.trainer.compat import collate_fn as verl_collate_fn
+from verl_gain.trainer import compat
+from verl_gain.trainer.compat import BaseTaskRunner
 from verl_gain.trainer.curriculum import build_curriculum
 from verl_gain.trainer.worker import GainActorRolloutRefWorker, use_gain_worker
 
@@ -33,25 +27,24 @@ class GainTaskRunnerV1:
     class ``GainPPOTrainerSync`` (only ``trainer.v1.trainer_mode=sync`` is supported; ``verl_gain.main`` checks)."""
 
     def run(self, config: DictConfig) -> None:
-        from verl.trainer.ppo.v1 import AgentLoopManagerTQ
-        from verl.utils.import_utils import load_class_from_fqn
-        from verl.utils.logging_utils import configure_verl_logging
-
-        from verl_gain.trainer.compat import tq
         from verl_gain.trainer.trainers import GainPPOTrainerSync
 
-        configure_verl_logging()
+        compat.configure_verl_logging()
         config.transfer_queue.enable = True
         pprint(OmegaConf.to_container(config, resolve=True))
         OmegaConf.resolve(config)
-        tq.init(config.transfer_queue)
+        compat.tq.init(config.transfer_queue)
         trainer = None
         succeeded = False
         try:
             trainer = GainPPOTrainerSync(config=config)
             trainer.init()
             manager_fqn = config.actor_rollout_ref.rollout.get("agent", {}).get("agent_loop_manager_class")
-            manager_cls = load_class_from_fqn(manager_fqn, "AgentLoopManager") if manager_fqn else AgentLoopManagerTQ
+            manager_cls = (
+                compat.load_class_from_fqn(manager_fqn, "AgentLoopManager")
+                if manager_fqn
+                else compat.AgentLoopManagerTQ
+            )
             manager = manager_cls.create(
                 config=config,
                 llm_client=trainer.get_llm_client(),
@@ -66,7 +59,7 @@ class GainTaskRunnerV1:
                 if tracking is not None:
                     tracking.finish(exit_code=0 if succeeded else 1)
             finally:
-                tq.close()
+                compat.tq.close()
 
 
 class GainTaskRunner(BaseTaskRunner):
@@ -83,8 +76,6 @@ class GainTaskRunner(BaseTaskRunner):
         return GainActorRolloutRefWorker, worker_group_cls
 
     def run(self, config: DictConfig) -> None:
-        from verl.utils.config import omega_conf_to_dataclass
-
         from verl_gain.trainer.trainers import GainRayPPOTrainer
 
         print(f"GainTaskRunner hostname: {socket.gethostname()}, PID: {os.getpid()}")
@@ -94,13 +85,15 @@ class GainTaskRunner(BaseTaskRunner):
         self.add_critic_worker(config)
         self.add_reward_model_resource_pool(config)
         self.add_teacher_model_resource_pool(config)
-        validate_config(
-            config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config)
+        compat.validate_config(
+            config=config,
+            use_reference_policy=compat.need_reference_policy(config),
+            use_critic=compat.need_critic(config),
         )
-        model_config = omega_conf_to_dataclass(config.actor_rollout_ref.model)
+        model_config = compat.omega_conf_to_dataclass(config.actor_rollout_ref.model)
         tokenizer, processor = model_config.tokenizer, model_config.processor
         resource_pool_manager = self.init_resource_pool_mgr(config)
-        train_dataset = create_rl_dataset(
+        train_dataset = compat.create_rl_dataset(
             config.data.train_files,
             config.data,
             tokenizer,
@@ -108,7 +101,7 @@ class GainTaskRunner(BaseTaskRunner):
             is_train=True,
             max_samples=config.data.get("train_max_samples", -1),
         )
-        val_dataset = create_rl_dataset(
+        val_dataset = compat.create_rl_dataset(
             config.data.val_files,
             config.data,
             tokenizer,
@@ -117,18 +110,16 @@ class GainTaskRunner(BaseTaskRunner):
             max_samples=config.data.get("val_max_samples", -1),
         )
         curriculum = build_curriculum(config, len(train_dataset))
-        from verl.single_controller.ray import RayWorkerGroup
-
         trainer = GainRayPPOTrainer(
             config=config,
             tokenizer=tokenizer,
             processor=processor,
             role_worker_mapping=self.role_worker_mapping,
             resource_pool_manager=resource_pool_manager,
-            ray_worker_group_cls=RayWorkerGroup,
+            ray_worker_group_cls=compat.RayWorkerGroup,
             train_dataset=train_dataset,
             val_dataset=val_dataset,
-            collate_fn=verl_collate_fn,
+            collate_fn=compat.collate_fn,
             curriculum=curriculum,
         )
         trainer.init_workers()

@@ -1,8 +1,8 @@
 """``GainActorRolloutRefWorker``: verl's actor worker with the GAIN pre-pass and the per-step angle.
 
 Both measurements run through verl's own actor (``self.actor.infer_batch``: its micro-batching, dynamic batch size,
-remove-padding, Ulysses sequence parallelism, offload) with the capture of ``verl_gain.trainer.engine_capture``, and
-only per-sample statistics leave the worker.
+remove-padding, Ulysses sequence parallelism, offload) with the capture of ``verl_gain.trainer.capture``, and only
+per-sample statistics leave the worker.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
-from verl_gain.core.angles import FIXED_SEGMENT, IGNORE_SEGMENT, QUESTION_SEGMENT
+from verl_gain.core.angles import FIXED_SEGMENT, IGNORE_SEGMENT, QUESTION_SEGMENT, STAT_FIELDS
+from verl_gain.trainer.capture import SEGMENT_IDS_KEY, STATS_KEY, capture_angle_statistics, dense_stats
 from verl_gain.trainer.compat import (
     ActorRolloutRefWorker,
     Dispatch,
@@ -23,19 +24,12 @@ from verl_gain.trainer.compat import (
     make_nd_compute_dataproto_dispatch_fn,
     register,
 )
-from verl_gain.trainer.dataset import POSITION_KEY
-from verl_gain.trainer.engine_capture import (
-    SEGMENT_IDS_KEY,
-    STATS_FIELDS,
-    STATS_KEY,
-    capture_angle_statistics,
-    dense_stats,
-)
+from verl_gain.trainer.curriculum import POSITION_KEY
 
 ANGLE_KEY = "gain_angle"
 """Per-rollout step angle (``[b]`` fp64, NaN where none was measured) that ``compute_log_prob`` adds to its output."""
-KEY_COLUMN = STATS_FIELDS.index("key")
-QUESTION_COUNT_COLUMN = STATS_FIELDS.index("n_question")
+KEY_COLUMN = STAT_FIELDS.index("key")
+QUESTION_COUNT_COLUMN = STAT_FIELDS.index("n_question")
 
 
 def token_ids_digest(ids: torch.Tensor | list[int]) -> int:

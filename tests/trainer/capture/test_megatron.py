@@ -1,15 +1,15 @@
 """The GAIN capture through verl 0.9's Megatron engine, on CPU with megatron-core over gloo.
 
-Four processes run ``tests/megatron/cases.py::run_all`` once (module fixture): under each (tensor, context) parallel
-layout of a real ``megatron.core.parallel_state``, hidden states sharded by verl's own THD/BSHD pre-processing and
+Four processes run ``megatron_cases.py::run_all`` once (module fixture): under each (tensor, context) parallel layout
+of a real ``megatron.core.parallel_state``, hidden states sharded by verl's own THD/BSHD pre-processing and
 megatron-core's sequence-parallel scatter must give the per-sample statistics of the unsharded computation
 (<= 1e-5); the row sources must match verl's split exactly; the engine glue must run through verl's own
 micro-batching and post-processing on Megatron ``GPTModel`` chunks; the capture must land only on the last pipeline
 stage's last virtual chunk. Single-process tests cover the fused-norm reproduction, the refusals and the dispatch.
 
 What cannot run here: Transformer Engine (needs CUDA; replaced by stand-ins with TE's constructor signature and
-norm attributes, see ``cases.py``) and the forward of a ``GPTModel`` up to the capture point (Megatron's attention
-needs CUDA), so the glue tests feed the sharded activations to the real capture module.
+norm attributes, see ``megatron_cases.py``) and the forward of a ``GPTModel`` up to the capture point (Megatron's
+attention needs CUDA), so the glue tests feed the sharded activations to the real capture module.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from tests.distributed import run_on_gloo
-from tests.megatron.cases import (
+from tests.trainer.capture.megatron_cases import (
     HIDDEN,
     MODEL_PARALLEL_LAYOUTS,
     FusedNormLinearStandIn,
@@ -33,17 +33,18 @@ from tests.megatron.cases import (
     reference_sums,
     run_all,
 )
-from verl_gain.trainer.engine_capture import capture_angle_statistics, stats_tensor
-from verl_gain.trainer.megatron_capture import (
+from verl_gain.trainer.capture import capture_angle_statistics
+from verl_gain.trainer.capture.megatron import is_megatron_engine
+from verl_gain.trainer.capture.megatron_layout import (
     BSHD,
     THD,
     FusedPreNorm,
     MegatronCaptureError,
     find_fused_pre_norm,
     infer_layout,
-    is_megatron_engine,
     local_segment_sums,
 )
+from verl_gain.trainer.capture.outputs import stats_tensor
 
 WORLD_SIZE = 4
 AGREEMENT = 1e-5

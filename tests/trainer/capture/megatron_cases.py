@@ -4,7 +4,7 @@ The full hidden states of a micro-batch are built on every rank from a seed, sha
 megatron-core shard them (``verl.models.mcore.util.preprocess_thd_engine`` / ``preprocess_bshd_engine`` for the
 context-parallel split and the padding, ``megatron.core.tensor_parallel.scatter_to_sequence_parallel_region`` for
 sequence parallelism, on a real ``megatron.core.parallel_state`` over gloo), reduced by
-``verl_gain.trainer.megatron_capture``, and compared with ``segment_sums_packed`` on the unsharded tensor.
+``verl_gain.trainer.capture.megatron_layout``, and compared with ``segment_sums_packed`` on the unsharded tensor.
 
 Results are plain numbers per case name; the pytest side asserts on them.
 """
@@ -71,7 +71,7 @@ def reference_sums(hidden: list[torch.Tensor], segments: list[torch.Tensor]) -> 
 
 def sums_difference(sums: SegmentSums, reference: SegmentSums, inter_weight: float = 1.0) -> float:
     """Largest absolute difference of the sums and of every per-sample statistic."""
-    from verl_gain.trainer.engine_capture import stats_tensor
+    from verl_gain.trainer.capture.outputs import stats_tensor
 
     diffs = [
         (sums.unit_sum - reference.unit_sum).abs().max(),
@@ -137,7 +137,7 @@ def check_layouts(tp: int, cp: int) -> dict[str, dict[str, float]]:
     """Per variant: exact agreement of the row sources with verl's split, and the reduction error."""
     from megatron.core import parallel_state as mpu
 
-    from verl_gain.trainer.megatron_capture import infer_layout, megatron_segment_sums
+    from verl_gain.trainer.capture.megatron_layout import infer_layout, megatron_segment_sums
 
     results = {}
     for case, variant in enumerate(_variants(tp, cp)):
@@ -195,7 +195,7 @@ def check_contiguous_with_verl_postprocess(cp: int) -> dict[str, float]:
     from megatron.core.packed_seq_params import PackedSeqParams
     from verl.models.mcore.util import postprocess_thd_engine
 
-    from verl_gain.trainer.megatron_capture import CONTIGUOUS, MegatronLayout, _alignment
+    from verl_gain.trainer.capture.megatron_layout import CONTIGUOUS, MegatronLayout, _alignment
 
     align = _alignment("thd", 1, cp, CONTIGUOUS, False)
     padded = tuple(-(-n // align) * align for n in SEQ_LENS)
@@ -320,8 +320,9 @@ def check_pipeline_selection() -> dict[str, Any]:
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
     from megatron.core.transformer import TransformerConfig
 
-    from verl_gain.trainer.engine_capture import capture_angle_statistics, stats_tensor
-    from verl_gain.trainer.megatron_capture import MegatronCaptureError
+    from verl_gain.trainer.capture import capture_angle_statistics
+    from verl_gain.trainer.capture.megatron_layout import MegatronCaptureError
+    from verl_gain.trainer.capture.outputs import stats_tensor
 
     num_layers = 8
     config = TransformerConfig(
@@ -412,7 +413,7 @@ def run_through_engine(
     from verl.utils import tensordict_utils as tu
     from verl.workers.engine.utils import postprocess_batch_func, prepare_micro_batches
 
-    from verl_gain.trainer.engine_capture import SEGMENT_IDS_KEY, STATS_KEY, capture_angle_statistics
+    from verl_gain.trainer.capture import SEGMENT_IDS_KEY, STATS_KEY, capture_angle_statistics
 
     generator = torch.Generator().manual_seed(2)
     hidden = make_hidden(seed=11, seq_lens=GLUE_SEQ_LENS)
@@ -463,7 +464,7 @@ def check_engine_glue(use_remove_padding: bool, sequence_parallel: bool, capture
     from megatron.core.models.gpt import GPTModel
     from megatron.core.transformer import TransformerConfig
 
-    from verl_gain.trainer.engine_capture import stats_tensor
+    from verl_gain.trainer.capture.outputs import stats_tensor
 
     tp, cp = mpu.get_tensor_model_parallel_world_size(), mpu.get_context_parallel_world_size()
     torch.manual_seed(0)  # same weights on every rank (CPU initialisation draws the full weight, then shards it)

@@ -30,7 +30,7 @@ def packed_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 def reduce_chunk(rank: int, world_size: int) -> torch.Tensor:
     import torch.distributed as dist
 
-    from verl_gain.trainer.engine_capture import micro_batch_segment_sums
+    from verl_gain.trainer.capture.fsdp import micro_batch_segment_sums
 
     hidden, input_ids, segment_ids = packed_batch()
     pad = -hidden.shape[0] % world_size

@@ -1,5 +1,7 @@
 """The report of a demo run (``python -m verl_gain.demo``): PNG plots and ``report.md`` in ``<run>/report/``.
 
+Needs matplotlib (the ``demo`` extra).
+
 Reads only what the run left behind: verl's metrics (``metrics.jsonl``, verl's file logger), the GAIN trace and
 pre-pass scores next to the checkpoints (``gain_trace.jsonl``, ``gain_scores.parquet``; absent for uniform runs) and
 the task files (for each prompt's difficulty level).
@@ -20,8 +22,9 @@ import numpy as np
 import pandas as pd
 
 from verl_gain.core.controller import order_by_score
-from verl_gain.demo import CHECKPOINTS_DIR, METRICS_FILE, REPORT_DIR, SETTINGS_FILE
-from verl_gain.runs import read_metrics
+from verl_gain.demo.launcher import read_metrics
+from verl_gain.demo.run_folder import CHECKPOINTS_DIR, DATA_DIR, METRICS_FILE, REPORT_DIR, SETTINGS_FILE
+from verl_gain.scoring.report import spearman
 from verl_gain.trainer.curriculum import TRACE_FILE, read_trace
 from verl_gain.trainer.prepass import SCORES_FILE
 
@@ -57,8 +60,8 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     """Everything the report plots, from a run folder."""
     run_dir = Path(run_dir)
     checkpoints = run_dir / CHECKPOINTS_DIR
-    train = pd.read_parquet(run_dir / "data" / "train.parquet")
-    test = pd.read_parquet(run_dir / "data" / "test.parquet")
+    train = pd.read_parquet(run_dir / DATA_DIR / "train.parquet")
+    test = pd.read_parquet(run_dir / DATA_DIR / "test.parquet")
     steps = read_metrics(run_dir / METRICS_FILE)
     run: dict[str, Any] = {
         "settings": json.loads((run_dir / SETTINGS_FILE).read_text()),
@@ -241,8 +244,6 @@ def summary_markdown(run: dict[str, Any], plots: list[str]) -> str:
         levels, shares = level_shares(run)
         third = max(1, len(trace) // 3)
         early, late = shares[:third].mean(0), shares[-third:].mean(0)
-        from verl_gain.scoring.report import spearman
-
         rho = spearman(scores["key"].to_numpy(), run["train_levels"])
         lines += [
             "",

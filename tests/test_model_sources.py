@@ -3,7 +3,7 @@
 import pytest
 
 from tests.tiny import make_tiny_model_dir
-from verl_gain.models import SMOLLM2_NAME, resolve_model, smollm2_gguf_path
+from verl_gain.model_sources import SMOLLM2_NAME, resolve_model, smollm2_gguf_path
 
 
 def test_local_folder_resolves(tmp_path):

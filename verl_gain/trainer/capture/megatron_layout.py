@@ -1,15 +1,8 @@
-"""Angle statistics captured inside verl 0.9's Megatron engine (``MegatronEngineWithLMHead``).
+"""Where each row of the hidden states a Megatron rank captures comes from, and the angle sums of those rows.
 
-The FSDP capture (``verl_gain.trainer.engine_capture``) reduces the hidden states of each micro-batch inside the
-engine's ``prepare_model_outputs``; the Megatron engine has the same seam with another signature:
-``MegatronEngineWithLMHead.postprocess_micro_batch_func`` (Megatron's ``loss_func``, run right after the forward of
-a micro-batch on the last pipeline stage) calls ``self.prepare_model_outputs(output, data)``, and
-``forward_backward_batch`` reassembles every per-sample nested tensor of the model output with verl's
-``postprocess_batch_func`` (dynamic-batch order restored), on the last pipeline stage only. The wrapper below adds
-``STATS_KEY`` there, so the trainer code is the same for both backends.
-
-What a capture hook on the last decoder layer sees on one rank, and where each row comes from (verl 0.9.1,
-megatron-core 0.16), is described by ``MegatronLayout``:
+Pure torch (no verl, no megatron-core): the layout maths of verl 0.9.1's Megatron engine, testable on its own.
+What a capture hook on the last decoder layer sees on one rank (verl 0.9.1, megatron-core 0.16) is described by
+``MegatronLayout``:
 
 - THD (``use_remove_padding=True``): ``verl/models/mcore/util.py::preprocess_thd_engine`` pads every sequence to a
   multiple of ``tp * cp * (2 if zigzag and cp > 1 else 1)`` (``lcm(16, .)`` with FP8 padding; FP8, ``min_local_rows``
@@ -37,29 +30,12 @@ so the MLP input is the un-normalised residual x. ``FusedPreNorm`` reproduces th
 module's own ``layer_norm_weight`` (RMSNorm: x / rms(x) * gamma; its per-token scale cancels in cosines but gamma
 does not; LayerNorm: the full affine norm), so Megatron and FSDP measure the same vectors. It is detected by the
 fused module's attributes (``layer_norm_weight`` and ``normalization``), not by names.
-
-Only the last virtual chunk of the last pipeline stage holds the last decoder layer and the final norm, and only
-there does verl collect outputs: the hook is installed there and nowhere else.
-
-Refused when the capture context is entered (one line each, ``MegatronCaptureError``): dynamic context parallel,
-vision-language models (their THD packing happens after the vision embedding), an explicit capture layer that is
-not on the last pipeline stage's last chunk, and a fused norm whose weight is sharded (Megatron FSDP).
-
-All verl- and megatron-core-specific imports of this area are in ``_megatron_api`` (megatron-core is an optional
-dependency: ``pip install 'verl-gain[megatron]'``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import sys
-from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from types import SimpleNamespace
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -73,8 +49,6 @@ from verl_gain.core.angles import (
     SegmentSums,
     segment_sums_packed,
 )
-from verl_gain.scoring.capture import CapturePoint, HiddenStateCapture, resolve_capture_point
-from verl_gain.scoring.constants import MLP_INPUT
 
 THD = "thd"
 """Packed sequences (verl ``use_remove_padding=True``)."""
@@ -96,8 +70,6 @@ FP8_PADDING_MODES = ("e4m3", "hybrid")
 """``TransformerConfig.fp8`` values for which verl pads for FP8 (``use_fp8_padding`` in ``model_forward.py``)."""
 NORMALIZATIONS = ("RMSNorm", "LayerNorm")
 """Transformer Engine's ``LayerNormLinear.normalization`` values."""
-MEGATRON_ENGINE_MODULE = "verl.workers.engine.megatron.transformer_impl"
-"""Where verl 0.9.1 defines ``MegatronEngine``; imported only when a Megatron engine exists."""
 
 
 class MegatronCaptureError(ValueError):
@@ -473,164 +445,3 @@ def megatron_segment_sums(
     """Segment sums ``[b, K, H]`` of whole sequences from one rank's captured rows (collective over the groups)."""
     sums = local_segment_sums(hidden, layout, segment_ids, num_segments=num_segments, pre_norm=pre_norm)
     return reduce_segment_sums(sums, layout, tp_group=tp_group, cp_group=cp_group)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Engine glue (verl 0.9.1 MegatronEngineWithLMHead)
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _megatron_api() -> SimpleNamespace:
-    """Every verl-Megatron / megatron-core name this module uses (verl 0.9.1, megatron-core 0.16)."""
-    try:
-        from megatron.core import parallel_state as mpu
-    except ImportError as error:
-        raise MegatronCaptureError(
-            "the Megatron engine's GAIN capture needs megatron-core: pip install 'verl-gain[megatron]'"
-        ) from error
-    from verl.utils.megatron_utils import unwrap_model
-
-    return SimpleNamespace(mpu=mpu, unwrap_model=unwrap_model)
-
-
-def is_megatron_engine(engine: Any) -> bool:
-    """Whether ``engine`` is verl's ``MegatronEngine`` (never imports megatron-core when it is not)."""
-    module = sys.modules.get(MEGATRON_ENGINE_MODULE)
-    return module is not None and isinstance(engine, module.MegatronEngine)
-
-
-def capture_chunk_index(num_chunks: int, is_last_stage: bool) -> int | None:
-    """Which model chunk of this rank holds the capture point: the last virtual chunk of the last pipeline stage.
-
-    verl keeps a rank's chunks in virtual-stage order (``engine.module``, built by ``make_megatron_module`` with
-    ``post_process = is_pipeline_last_stage(ignore_virtual=False, vp_stage=i)``), so on the last stage it is the
-    last one; other stages hold no capture point (and verl collects no outputs there).
-    """
-    if num_chunks < 1:
-        raise ValueError("the Megatron engine holds no model chunk")
-    return num_chunks - 1 if is_last_stage else None
-
-
-def _resolve_megatron_point(model: nn.Module, spec: str) -> CapturePoint:
-    """``resolve_capture_point`` on one chunk's ``GPTModel``, with ``mlp_input:<i>`` naming a *global* layer.
-
-    Megatron numbers a chunk's ``decoder.layers`` locally; ``TransformerLayer.layer_number`` is the global 1-based
-    number. The last layer (``mlp_input``, ``mlp_input:-1``) is always in the last chunk of the last stage.
-    """
-    kind, _, arg = spec.partition(":")
-    if kind != MLP_INPUT or not arg:
-        return resolve_capture_point(model, spec)
-    try:
-        layer = int(arg)
-    except ValueError:
-        raise MegatronCaptureError(f"capture point {spec!r}: the layer index must be an integer") from None
-    layers = list(model.decoder.layers)
-    total = int(model.config.num_layers)
-    wanted = layer if layer >= 0 else total + layer
-    numbers = [int(getattr(item, "layer_number", -1)) for item in layers]
-    if wanted + 1 not in numbers:
-        held = f"layers {min(numbers) - 1}..{max(numbers) - 1}" if numbers else "no decoder layers"
-        raise MegatronCaptureError(
-            f"capture point {spec!r}: layer {wanted} of {total} is not on the last pipeline stage's last chunk "
-            f"(it holds {held}), where verl collects outputs; choose one of those layers or mlp_input"
-        )
-    local = numbers.index(wanted + 1)
-    point = resolve_capture_point(model, f"{MLP_INPUT}:{local}")
-    return dataclasses.replace(point, spec=spec, layer_index=wanted, num_layers=total)
-
-
-def check_megatron_engine(engine: Any) -> None:
-    """Refuse, with one line, the Megatron engine options the capture does not support."""
-    config = engine.engine_config
-    if getattr(config, "dynamic_context_parallel", False):
-        raise MegatronCaptureError(
-            "GAIN's angle capture does not support dynamic context parallel (its micro-batches are scheduled "
-            "across DPxCP groups): set actor_rollout_ref.actor.megatron.dynamic_context_parallel=False"
-        )
-    hf_config = getattr(getattr(engine, "model_config", None), "hf_config", None)
-    if hasattr(hf_config, "vision_config"):
-        raise MegatronCaptureError(
-            "GAIN's angle capture on the Megatron engine supports text-only models (a vision-language model packs "
-            "its THD batch after the vision embedding); use the FSDP engine for this model"
-        )
-
-
-@contextmanager
-def capture_megatron_angle_statistics(
-    engine: Any, capture_point: str, inter_weight: float
-) -> Iterator[HiddenStateCapture | None]:
-    """While active, every forward of the Megatron ``engine`` whose micro-batch carries ``SEGMENT_IDS_KEY`` adds
-    ``STATS_KEY`` (on the last pipeline stage; other stages are untouched, as verl collects nothing there).
-
-    Yields the ``HiddenStateCapture`` of this rank (``None`` on other pipeline stages).
-    """
-    from verl_gain.trainer.engine_capture import SEGMENT_IDS_KEY, STATS_KEY, stats_tensor
-
-    check_megatron_engine(engine)
-    api = _megatron_api()
-    mpu = api.mpu
-    chunks = list(engine.module)
-    index = capture_chunk_index(len(chunks), mpu.is_pipeline_last_stage(ignore_virtual=True))
-    if index is None:
-        yield None
-        return
-    model = api.unwrap_model(chunks[index])
-    if not getattr(model, "post_process", True):
-        raise MegatronCaptureError(
-            "the last model chunk of the last pipeline stage has post_process=False: this chunk layout is not "
-            "verl 0.9's; the GAIN capture cannot tell where the last layer is"
-        )
-    point = _resolve_megatron_point(model, capture_point)
-    pre_norm = find_fused_pre_norm(model.get_submodule(point.module_name), point.hook_on)
-    if pre_norm is not None and tuple(pre_norm.weight.shape) != (model.config.hidden_size,):
-        raise MegatronCaptureError(
-            f"the norm fused into {point.module_name} has a weight of shape {tuple(pre_norm.weight.shape)}, not "
-            f"[{model.config.hidden_size}] (sharded, e.g. Megatron FSDP): capture final_norm instead"
-        )
-    captured: deque[torch.Tensor] = deque()
-    capture = HiddenStateCapture(model, point, callback=captured.append)
-    config = model.config
-    data_format = THD if engine.engine_config.use_remove_padding else BSHD
-    layout_of_engine = getattr(type(engine), "_get_context_parallel_layout", None)
-    cp_layout = layout_of_engine(model) if layout_of_engine is not None else ZIGZAG
-    original = engine.prepare_model_outputs  # the bound method of the engine's class
-
-    def prepare_model_outputs(output, data):
-        model_output = original(output, data)
-        if not captured:
-            raise RuntimeError("GAIN capture: a micro-batch finished without a forward through the capture point")
-        hidden = captured.popleft()
-        if SEGMENT_IDS_KEY not in data.keys():
-            return model_output
-        seq_lens = data["input_ids"].offsets().diff().tolist()
-        layout = infer_layout(
-            data_format,
-            seq_lens,
-            hidden.shape[0],
-            tp_size=mpu.get_tensor_model_parallel_world_size(),
-            tp_rank=mpu.get_tensor_model_parallel_rank(),
-            sequence_parallel=bool(config.sequence_parallel),
-            cp_size=mpu.get_context_parallel_world_size(),
-            cp_rank=mpu.get_context_parallel_rank(),
-            cp_layout=cp_layout,
-            fp8_padding=getattr(config, "fp8", None) in FP8_PADDING_MODES,
-        )
-        sums = megatron_segment_sums(
-            hidden,
-            layout,
-            data[SEGMENT_IDS_KEY],
-            tp_group=mpu.get_tensor_model_parallel_group(),
-            cp_group=mpu.get_context_parallel_group() if layout.cp_size > 1 else None,
-            pre_norm=pre_norm,
-        )
-        per_sample = stats_tensor(sums, inter_weight)  # [b, F]
-        model_output[STATS_KEY] = torch.nested.as_nested_tensor(list(per_sample), layout=torch.jagged)
-        return model_output
-
-    engine.prepare_model_outputs = prepare_model_outputs
-    try:
-        with capture:
-            yield capture
-    finally:
-        del engine.prepare_model_outputs  # back to the class's method
-        captured.clear()

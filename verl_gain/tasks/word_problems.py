@@ -1,6 +1,6 @@
-"""A small built-in dataset of GSM8K-style word problems (verl format), generated in code, for the demo.
+"""A small built-in dataset of GSM8K-style word problems (verl format), generated in code, to try the scorer on.
 
-``python -m verl_gain.scoring.examples OUT.parquet [--rows 64]`` writes it. The problems vary in length and in the
+``python -m verl_gain.tasks.word_problems OUT.parquet [--rows 64]`` writes it. The problems vary in length and in the
 number of steps (1-4), so a scored order has something to show; they are made up here, not taken from GSM8K.
 """
 

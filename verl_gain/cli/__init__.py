@@ -1,6 +1,8 @@
-"""The ``verl-gain`` command line: thin subcommands over library functions.
+"""The ``verl-gain`` command line: one thin module per subcommand over library functions.
 
-Each subcommand module exposes ``add_parser(subparsers)`` which registers its arguments and sets ``func``.
+Each subcommand module (``verl_gain/cli/<name>.py``) exposes ``add_parser(subparsers)``, which registers its
+arguments and sets ``func``; the library it calls is imported only when the subcommand runs, so ``verl-gain --help``
+stays fast.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ import sys
 
 # name -> module providing add_parser(subparsers); imported lazily so `verl-gain --help` stays fast.
 SUBCOMMANDS: dict[str, str] = {
-    "score": "verl_gain.scoring.score_command",
-    "inspect": "verl_gain.scoring.inspect_command",
-    "eval": "verl_gain.evaluation",
+    "score": "verl_gain.cli.score",
+    "inspect": "verl_gain.cli.inspect",
+    "eval": "verl_gain.cli.eval",
 }
 
 

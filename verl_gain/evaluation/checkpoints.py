@@ -1,0 +1,42 @@
+"""The Hugging Face model folder behind a checkpoint path given to ``verl-gain eval``.
+
+A checkpoint is a Hugging Face model folder, or a verl checkpoint folder (``global_step_N`` or its ``actor``): its
+``huggingface`` folder is used when it holds weights, else verl's model merger (``python -m verl.model_merger merge``)
+writes a merged Hugging Face folder next to it first.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+MERGED_FOLDER = "merged_hf"
+# verl's FSDP checkpoints hold one shard per rank under this name pattern (verl/utils/checkpoint).
+FSDP_SHARD_GLOB = "model_world_size_*_rank_*.pt"
+WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin")
+
+
+def _has_weights(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and any(next(folder.glob(g), None) for g in WEIGHT_GLOBS)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A Hugging Face model folder for ``path`` (an HF folder, or a verl ``global_step_N``/``actor`` folder)."""
+    path = Path(path).expanduser()
+    if _has_weights(path):
+        return path
+    actor = path / "actor" if (path / "actor").is_dir() else path
+    for candidate in (actor / "huggingface", actor / MERGED_FOLDER):
+        if _has_weights(candidate):
+            return candidate
+    if next(actor.glob(FSDP_SHARD_GLOB), None) is not None:
+        target = actor / MERGED_FOLDER
+        print(f"[verl-gain eval] merging the FSDP checkpoint {actor} into {target} (verl model merger)", flush=True)
+        command = [sys.executable, "-m", "verl.model_merger", "merge", "--backend", "fsdp"]
+        subprocess.run([*command, "--local_dir", str(actor), "--target_dir", str(target)], check=True)
+        return target
+    raise FileNotFoundError(
+        f"{path} is neither a Hugging Face model folder (config.json + weights) nor a verl checkpoint "
+        f"(global_step_N/actor with {FSDP_SHARD_GLOB} or huggingface/ weights)"
+    )
