@@ -9,6 +9,7 @@ few-shot turns and template tokens; the question: the last user message), with u
     intra(k)   = (|S_k|^2 - m_k) / (n_k (n_k - 1))           mean cosine over distinct pairs i != j in k
     inter(a,b) = <S_a, S_b> / (n_a n_b)                      mean cosine over pairs (i in a, j in b)
     key        = intra(question) + w * inter(question, fixed)
+    mean_cos   = (|sum_k S_k|^2 - sum_k m_k) / (n (n - 1))   mean cosine over all distinct token pairs (n = sum_k n_k)
 
 This is exact (it is the mean of the pairwise cosine matrix restricted to the pairs named) in O(L H) time and
 memory: the L x L cosine matrix is never built. S_k, n_k and m_k add up across shards of a sequence, so
@@ -18,7 +19,10 @@ Conventions, so that every result is defined and NaN-free:
 - A zero hidden state has no direction: its cosine with any vector is 0 (as ``torch.nn.functional.
   cosine_similarity`` returns). It counts in n_k and adds 0 to S_k and m_k.
 - A segment with fewer than 2 tokens has no pairs: intra = 0. An empty segment has inter = 0 with anything.
-  Callers that need to tell these cases apart read the token counts, which the scores keep.
+  These zeros are placeholders, not measurements: a ranking key built from them would put a prompt with a one-token
+  question or an empty fixed part last by accident. ``impute_undefined_terms`` replaces each undefined term by the
+  dataset's mean of that term (over the prompts where it is defined), which is what the ranking uses
+  (docs/method.md, "Segments and the ranking key"); the token counts, which the scores keep, tell the cases apart.
 - Tokens with ``segment_id == IGNORE_SEGMENT`` (and padding) are not counted anywhere.
 
 All sums are accumulated in fp32 whatever the input dtype (bf16 inputs are upcast per chunk); the final dot products
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+import numpy as np
 import torch
 
 FIXED_SEGMENT = 0
@@ -90,6 +95,8 @@ class AngleStatistics:
         key: the ranking key, ``intra + inter_weight * inter`` (higher = drawn earlier).
         n_fixed: fixed-part token count.
         n_question: question token count.
+        mean_cosine: mean cosine over all distinct pairs of the sample's counted tokens, whatever their segment (the
+            authors' per-step signal when response tokens are counted too).
     """
 
     intra: torch.Tensor
@@ -97,6 +104,7 @@ class AngleStatistics:
     key: torch.Tensor
     n_fixed: torch.Tensor
     n_question: torch.Tensor
+    mean_cosine: torch.Tensor
 
     def stacked(self) -> torch.Tensor:
         """``[B, len(STAT_FIELDS)]`` fp64, the fields side by side in ``STAT_FIELDS`` order."""
@@ -245,9 +253,75 @@ def inter_concentration(sums: SegmentSums, a: int, b: int) -> torch.Tensor:
     return torch.where(pairs > 0, dot / pairs.clamp(min=1), 0.0)  # [B]
 
 
+def mean_concentration(sums: SegmentSums) -> torch.Tensor:
+    """Mean cosine over all distinct token pairs of each sample, every segment merged: ``[B]`` fp64 (0 when < 2)."""
+    s = sums.unit_sum.double().sum(1)  # [B, H]
+    n = sums.count.double().sum(1)  # [B]
+    pair_sum = (s * s).sum(-1) - sums.nonzero.double().sum(1)  # [B]
+    pairs = n * (n - 1)  # [B]
+    return torch.where(pairs > 0, pair_sum / pairs.clamp(min=1), 0.0)  # [B]
+
+
 def ranking_key(intra: torch.Tensor, inter: torch.Tensor, inter_weight: float = 1.0) -> torch.Tensor:
-    """GAIN ranking key ``C_intra + w * C_inter`` (``[B]``); the paper's code used w = 8 without explanation."""
+    """GAIN ranking key ``C_intra + w * C_inter`` (``[B]``, torch or numpy); the paper's code used w = 8."""
     return intra + inter_weight * inter
+
+
+@dataclass(frozen=True)
+class TermMeans:
+    """The dataset's mean C_intra and C_inter over the prompts where each is defined: what an undefined term becomes.
+
+    Attributes:
+        intra: mean C_intra over prompts with at least 2 question tokens (0 if there are none).
+        inter: mean C_inter over prompts with question and fixed-part tokens (0 if there are none).
+    """
+
+    intra: float
+    inter: float
+
+    @classmethod
+    def of(cls, intra: np.ndarray, inter: np.ndarray, n_fixed: np.ndarray, n_question: np.ndarray) -> TermMeans:
+        has_intra, has_inter = defined_terms(n_fixed, n_question)
+        return cls(
+            intra=float(np.mean(intra[has_intra])) if has_intra.any() else 0.0,
+            inter=float(np.mean(inter[has_inter])) if has_inter.any() else 0.0,
+        )
+
+
+def defined_terms(n_fixed: np.ndarray, n_question: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(intra defined, inter defined)``, both ``[N]`` bool: C_intra needs 2 question tokens, C_inter a question
+    token and a fixed-part token."""
+    n_fixed, n_question = np.asarray(n_fixed), np.asarray(n_question)
+    return n_question >= 2, (n_question >= 1) & (n_fixed >= 1)
+
+
+def impute_undefined_terms(
+    intra: np.ndarray, inter: np.ndarray, n_fixed: np.ndarray, n_question: np.ndarray, means: TermMeans
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(intra, inter)`` ``[N]`` fp64 with each undefined term replaced by the dataset's mean of that term.
+
+    A prompt with a one-token question (no question pairs) or an empty fixed part (no cross pairs) is then ranked by
+    the term it has, as an average prompt on the other, instead of last by a placeholder 0.
+    """
+    has_intra, has_inter = defined_terms(n_fixed, n_question)
+    intra = np.where(has_intra, np.asarray(intra, dtype=np.float64), means.intra)
+    inter = np.where(has_inter, np.asarray(inter, dtype=np.float64), means.inter)
+    return intra, inter
+
+
+def ranking_keys(
+    intra: np.ndarray,
+    inter: np.ndarray,
+    n_fixed: np.ndarray,
+    n_question: np.ndarray,
+    inter_weight: float,
+    means: TermMeans | None = None,
+) -> np.ndarray:
+    """The ranking key ``[N]`` of prompts, undefined terms imputed (``means``: the dataset's, by default these
+    prompts' own)."""
+    means = means or TermMeans.of(np.asarray(intra), np.asarray(inter), n_fixed, n_question)
+    intra, inter = impute_undefined_terms(intra, inter, n_fixed, n_question, means)
+    return ranking_key(intra, inter, inter_weight)
 
 
 def angle_statistics(
@@ -265,4 +339,5 @@ def angle_statistics(
         key=ranking_key(intra, inter, inter_weight),  # [B]
         n_fixed=sums.count[:, fixed_segment].double(),  # [B]
         n_question=sums.count[:, question_segment].double(),  # [B]
+        mean_cosine=mean_concentration(sums),  # [B]
     )

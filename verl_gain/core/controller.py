@@ -5,8 +5,14 @@ Method (arXiv 2506.02281, section 3.2; docs/method.md, "The window" and "The upd
     order:   positions sorted by the ranking key, highest first (rank 0 = highest angle concentration)
     weights: p_r ∝ exp(-(r - mu)^2 / (2 sigma^2)) over ranks r = 0..N-1
     draw:    ``batch_size`` distinct ranks from p (successive sampling without replacement)
-    update:  delta = n tanh(alpha (acc - beta)) + n tanh(alpha angle);  delta = clamp(delta, adj_min, adj_max)
-             mu <- mu + delta
+    update:  delta = n tanh(alpha (acc - beta)) + n tanh(alpha a);  delta = clamp(delta, adj_min, adj_max)
+             mu <- clamp(mu + delta, 0, N - 1)
+
+``a`` is the step's angle signal on a scale where the tanh responds (``verl_gain.core.angle_signal``). The window
+stays on the order: once mu reaches the last rank, what would have moved it further goes into its width
+(``at_end="widen"``, the default: the window keeps its shape against the boundary and spreads towards the whole order,
+so batches never collapse onto a few prompts) or nowhere (``"hold"``: a half-Gaussian of width sigma on the
+lowest-concentration ranks). docs/method.md, "The window at the end of the order", gives the evidence for the default.
 
 Sampling without replacement is successive sampling (each draw from p renormalised over the ranks not yet drawn),
 done exactly in one of two ways: for a wide window, iid draws from p with repeats dropped (the first occurrences of
@@ -50,7 +56,11 @@ FP32_SAFE_LOG_SPREAD = 80.0
 """iid draws use fp32 weights exp(log p_r - max): exp(-80) = 1.8e-35 is still above fp32's smallest normal."""
 HISTORY_LENGTH = 64
 """Number of recent window updates kept in the state (for logging and post-mortems, not for the rule)."""
-STATE_VERSION = 1
+STATE_VERSION = 2
+"""2: mu bounded to the order, plus ``progress`` (the distance travelled; past the end it widens the window)."""
+AT_END_WIDEN = "widen"
+AT_END_HOLD = "hold"
+AT_END_OPTIONS = (AT_END_WIDEN, AT_END_HOLD)
 
 
 @dataclass
@@ -68,6 +78,11 @@ class GainConfig:
         adj_max: upper clamp of the per-step move, in ranks.
         inter_weight: weight w of C_inter in the ranking key ``C_intra + w C_inter`` (the paper's code used 8).
         seed: seed of the controller's own random generator.
+        n_fraction: if set, the step scale is ``n_fraction * N`` and ``n`` is ignored.
+        adj_min_fraction: if set, the lower clamp is ``adj_min_fraction * N`` (in [-1, 1]: it may be negative).
+        adj_max_fraction: if set, the upper clamp is ``adj_max_fraction * N``.
+        at_end: what the window does once mu has reached the last rank: ``widen`` (the rest of each move widens the
+            window towards the whole order) or ``hold`` (it stays a half-Gaussian of width sigma on the last ranks).
     """
 
     mu0: float = 0.0
@@ -80,6 +95,10 @@ class GainConfig:
     adj_max: float = PAPER_ADJ_MAX
     inter_weight: float = 1.0
     seed: int = 0
+    n_fraction: float | None = None
+    adj_min_fraction: float | None = None
+    adj_max_fraction: float | None = None
+    at_end: str = AT_END_WIDEN
 
     def __post_init__(self) -> None:
         for name in ("mu0", "sigma", "n", "alpha", "beta", "adj_min", "adj_max", "inter_weight"):
@@ -92,13 +111,9 @@ class GainConfig:
                 f"gain.sigma must be > 0 (a window width in ranks), got {self.sigma}; "
                 "the paper used 1000, or set gain.sigma_fraction (e.g. 0.1) for a width relative to the dataset"
             )
-        if self.sigma_fraction is not None:
-            if not (isinstance(self.sigma_fraction, (int, float)) and 0 < self.sigma_fraction <= 1):
-                raise ValueError(
-                    "gain.sigma_fraction must be in (0, 1] (a fraction of the dataset size), "
-                    f"got {self.sigma_fraction!r}; set it to null to use gain.sigma in ranks instead"
-                )
-            self.sigma_fraction = float(self.sigma_fraction)
+        for name in ("sigma_fraction", "n_fraction", "adj_max_fraction"):
+            self._check_fraction(name, low=0.0, low_open=True)
+        self._check_fraction("adj_min_fraction", low=-1.0, low_open=False)
         if self.mu0 < 0:
             raise ValueError(f"gain.mu0 must be >= 0 (a rank; 0 = the highest-concentration end), got {self.mu0}")
         if self.n < 0:
@@ -107,35 +122,112 @@ class GainConfig:
             raise ValueError(f"gain.alpha must be > 0 (paper: 2), got {self.alpha}")
         if not 0 <= self.beta <= 1:
             raise ValueError(f"gain.beta is a target accuracy and must be in [0, 1] (paper: 0.5), got {self.beta}")
-        if self.adj_min > self.adj_max:
+        if self.adj_min > self.adj_max and self.adj_min_fraction is None and self.adj_max_fraction is None:
             raise ValueError(
                 f"gain.adj_min ({self.adj_min}) must be <= gain.adj_max ({self.adj_max}); paper: 0 and 1000"
             )
+        if (
+            self.adj_min_fraction is not None
+            and self.adj_max_fraction is not None
+            and self.adj_min_fraction > self.adj_max_fraction
+        ):
+            raise ValueError(
+                f"gain.adj_min_fraction ({self.adj_min_fraction}) must be <= gain.adj_max_fraction "
+                f"({self.adj_max_fraction})"
+            )
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ValueError(f"gain.seed must be an integer, got {self.seed!r}")
+        if self.at_end not in AT_END_OPTIONS:
+            raise ValueError(f"gain.at_end must be one of {', '.join(AT_END_OPTIONS)}, got {self.at_end!r}")
+
+    def _check_fraction(self, name: str, low: float, low_open: bool) -> None:
+        value = getattr(self, name)
+        if value is None:
+            return
+        in_range = (low < value if low_open else low <= value) and value <= 1
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not in_range:
+            interval = f"({low:g}, 1]" if low_open else f"[{low:g}, 1]"
+            raise ValueError(
+                f"gain.{name} must be in {interval} (a fraction of the training set), got {value!r}; set it to null "
+                f"to use gain.{name.removesuffix('_fraction')} in ranks instead"
+            )
+        setattr(self, name, float(value))
+
+    def scale(self, num_samples: int) -> WindowScale:
+        """The window width, step scale and clamps in ranks for a dataset of ``num_samples`` prompts."""
+
+        def ranks(absolute: float, fraction: float | None) -> float:
+            return absolute if fraction is None else fraction * num_samples
+
+        scale = WindowScale(
+            sigma=max(ranks(self.sigma, self.sigma_fraction), MIN_SIGMA),
+            n=ranks(self.n, self.n_fraction),
+            adj_min=ranks(self.adj_min, self.adj_min_fraction),
+            adj_max=ranks(self.adj_max, self.adj_max_fraction),
+        )
+        if scale.adj_min > scale.adj_max:
+            raise ValueError(
+                f"the window's lower clamp ({scale.adj_min:g} ranks) exceeds its upper clamp ({scale.adj_max:g}) for "
+                f"{num_samples} prompts: check gain.adj_min(_fraction) and gain.adj_max(_fraction)"
+            )
+        return scale
 
     def window_sigma(self, num_samples: int) -> float:
         """The window width in ranks for a dataset of ``num_samples`` prompts."""
-        if self.sigma_fraction is not None:
-            return max(self.sigma_fraction * num_samples, 1e-6)
-        return self.sigma
+        return self.scale(num_samples).sigma
 
 
-def window_update(acc: float, angle: float, config: GainConfig) -> float:
-    """The per-step move of the window centre.
+MIN_SIGMA = 1e-6
+"""A zero-width window is refused by validation; a tiny fraction of a tiny dataset is floored here (draws stay
+defined: Gumbel-top-k over log-weights)."""
 
-    delta = clamp(n tanh(alpha (acc - beta)) + n tanh(alpha angle), adj_min, adj_max)
+
+@dataclass(frozen=True)
+class WindowScale:
+    """The window's parameters in ranks for one dataset: ``sigma``, ``n``, ``adj_min``, ``adj_max``."""
+
+    sigma: float
+    n: float
+    adj_min: float
+    adj_max: float
+
+
+@dataclass(frozen=True)
+class WindowMove:
+    """One update of the window, term by term (all in ranks).
+
+    Attributes:
+        acc_term: ``n tanh(alpha (acc - beta))``.
+        angle_term: ``n tanh(alpha a)`` (0 without an angle signal).
+        delta: ``clamp(acc_term + angle_term, adj_min, adj_max)``.
+    """
+
+    acc_term: float
+    angle_term: float
+    delta: float
+
+
+def window_move(acc: float, angle: float | None, scale: WindowScale, alpha: float, beta: float) -> WindowMove:
+    """The paper's update, term by term.
+
+    delta = clamp(n tanh(alpha (acc - beta)) + n tanh(alpha a), adj_min, adj_max)
 
     Args:
         acc: the step's mean rollout accuracy in [0, 1].
-        angle: the step's mean angle concentration (0 to leave the angle term out).
-        config: the update parameters.
-
-    Returns:
-        delta, in ranks.
+        angle: the step's angle signal a, or None to leave the angle term out.
+        scale: n, adj_min, adj_max in ranks (``GainConfig.scale``).
+        alpha: steepness of the tanh terms.
+        beta: target accuracy.
     """
-    raw = config.n * math.tanh(config.alpha * (acc - config.beta)) + config.n * math.tanh(config.alpha * angle)
-    return min(max(raw, config.adj_min), config.adj_max)
+    acc_term = scale.n * math.tanh(alpha * (acc - beta))
+    angle_term = 0.0 if angle is None else scale.n * math.tanh(alpha * angle)
+    return WindowMove(acc_term, angle_term, min(max(acc_term + angle_term, scale.adj_min), scale.adj_max))
+
+
+def window_update(acc: float, angle: float, config: GainConfig) -> float:
+    """delta of ``window_move`` for a config in absolute ranks (``angle = 0`` leaves the angle term out)."""
+    scale = WindowScale(sigma=config.sigma, n=config.n, adj_min=config.adj_min, adj_max=config.adj_max)
+    return window_move(acc, angle, scale, config.alpha, config.beta).delta
 
 
 def order_by_score(scores: np.ndarray) -> np.ndarray:
@@ -169,12 +261,37 @@ class GainController:
         self.order = order_by_score(scores)  # [N] rank -> dataset position
         self.rank_of = np.empty_like(self.order)  # [N] dataset position -> rank
         self.rank_of[self.order] = np.arange(self.num_samples)
-        self.sigma = self.config.window_sigma(self.num_samples)
-        self.mu = float(self.config.mu0)
+        self.scale = self.config.scale(self.num_samples)
+        if self.config.mu0 > self.last_rank:
+            raise ValueError(
+                f"gain.mu0={self.config.mu0:g} is past the last rank ({self.last_rank}) of {self.num_samples} prompts: "
+                "the window starts on the order (0 = the highest-concentration prompt)"
+            )
+        self.mu = float(self.config.mu0)  # the window centre, always in [0, N - 1]
+        self.progress = self.mu  # distance travelled; past N - 1 it widens the window (at_end="widen")
         self.step = 0
         self.drawn = torch.zeros(self.num_samples, dtype=torch.bool)  # [N] by rank: drawn at least once
         self.history: deque[dict[str, float]] = deque(maxlen=HISTORY_LENGTH)
         self.generator = torch.Generator().manual_seed(self.config.seed)
+
+    @property
+    def last_rank(self) -> int:
+        return self.num_samples - 1
+
+    @property
+    def overflow(self) -> float:
+        """How far the window has travelled past the last rank (0 before the end; always 0 with ``hold``)."""
+        return max(self.progress - self.last_rank, 0.0)
+
+    @property
+    def sigma(self) -> float:
+        """The window width in ranks now: the configured width, plus the overflow with ``at_end="widen"``."""
+        return self.scale.sigma + self.overflow
+
+    @property
+    def at_end(self) -> bool:
+        """Whether the window centre has reached the last rank of the order."""
+        return self.mu >= self.last_rank
 
     # ---------------------------------------------------------------- sampling
     def candidate_ranks(self, batch_size: int) -> tuple[int, int]:
@@ -254,15 +371,18 @@ class GainController:
         return self.order[self.sample_ranks(batch_size)]
 
     # ------------------------------------------------------------------ update
-    def update(self, acc: float, angle: float | None = None) -> float:
+    def update(self, acc: float, angle: float | None = None) -> WindowMove:
         """Move the window after a training step.
+
+        mu moves by delta and stays on the order: ``progress`` (the distance travelled, never below 0) carries what
+        goes past the last rank, which widens the window with ``at_end="widen"`` and is dropped with ``"hold"``.
 
         Args:
             acc: the step's mean rollout accuracy in [0, 1].
-            angle: the step's mean angle concentration, or None to leave the angle term out.
+            angle: the step's angle signal a (``verl_gain.core.angle_signal``), or None to leave the term out.
 
         Returns:
-            delta, the move of mu in ranks.
+            The move, term by term (``delta`` is what mu and the progress moved by before the bounds).
         """
         if not (isinstance(acc, (int, float)) and math.isfinite(acc) and 0.0 <= acc <= 1.0):
             raise ValueError(
@@ -271,13 +391,25 @@ class GainController:
             )
         if angle is not None and not math.isfinite(angle):
             raise ValueError(f"step angle must be finite, got {angle!r}")
-        delta = window_update(float(acc), 0.0 if angle is None else float(angle), self.config)
-        self.mu += delta
+        move = window_move(float(acc), angle, self.scale, self.config.alpha, self.config.beta)
+        self.progress = max(self.progress + move.delta, 0.0)
+        if self.config.at_end == AT_END_HOLD:
+            self.progress = min(self.progress, float(self.last_rank))
+        self.mu = min(self.progress, float(self.last_rank))
         self.step += 1
         self.history.append(
-            {"step": float(self.step), "mu": self.mu, "delta": delta, "acc": float(acc), "angle": _nan_if_none(angle)}
+            {
+                "step": float(self.step),
+                "mu": self.mu,
+                "sigma": self.sigma,
+                "delta": move.delta,
+                "acc_term": move.acc_term,
+                "angle_term": move.angle_term,
+                "acc": float(acc),
+                "angle": _nan_if_none(angle),
+            }
         )
-        return delta
+        return move
 
     # ----------------------------------------------------------------- metrics
     def window_range(self) -> tuple[float, float]:
@@ -297,6 +429,7 @@ class GainController:
             "num_samples": self.num_samples,
             "order_checksum": order_checksum(self.order),
             "mu": self.mu,
+            "progress": self.progress,
             "step": self.step,
             "generator_state": self.generator.get_state(),
             "drawn": self.drawn.clone(),
@@ -305,8 +438,9 @@ class GainController:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a state saved by ``state_dict`` for the same dataset and scores."""
-        if state.get("version") != STATE_VERSION:
+        """Restore a state saved by ``state_dict`` for the same dataset and scores (version 1, written before the
+        window was bounded, resumes with its mu brought onto the order)."""
+        if state.get("version") not in (1, STATE_VERSION):
             raise ValueError(f"unsupported GAIN state version {state.get('version')!r} (expected {STATE_VERSION})")
         if state["num_samples"] != self.num_samples:
             raise ValueError(
@@ -318,7 +452,10 @@ class GainController:
                 "this GAIN state was saved with a different prompt order (other scores or data): "
                 "resume with the scores file of the original run, or start a fresh run"
             )
-        self.mu = float(state["mu"])
+        self.progress = max(float(state.get("progress", state["mu"])), 0.0)
+        if self.config.at_end == AT_END_HOLD:
+            self.progress = min(self.progress, float(self.last_rank))
+        self.mu = min(self.progress, float(self.last_rank))
         self.step = int(state["step"])
         self.generator.set_state(state["generator_state"])
         self.drawn = state["drawn"].clone().bool()

@@ -62,6 +62,7 @@ from verl_gain.scoring.scores_file import (
     read_scores,
     scores_table,
     stats_columns,
+    table_keys,
     write_scores,
 )
 from verl_gain.scoring.segments import PromptSegmenter, SegmentedPrompt
@@ -473,6 +474,8 @@ def score_dataset(
         else scores_table([], [], stats_columns(np.zeros((0, len(STAT_FIELDS)))), [])
     )
     scores = scores.sort_values("position", kind="stable").reset_index(drop=True)
+    # The ranking key of a prompt with an undefined term needs the whole dataset's mean of that term.
+    scores["key"] = table_keys(scores, config.inter_weight) if len(scores) else scores["key"]
     bad = scores.loc[~np.isfinite(scores[["intra", "inter", "key"]].to_numpy()).all(axis=1), "position"]
     if len(bad):
         raise ScoringInputError(

@@ -15,12 +15,16 @@ Table columns (one row per scored prompt, sorted by ``position``):
     index       Int64    the row's ``extra_info.index`` when present (else null)
     intra       float64  C_intra, mean pairwise cosine between question tokens
     inter       float64  C_inter, mean cosine between question tokens and fixed-part tokens
-    key         float64  intra + inter_weight * inter (the ranking key; higher = drawn earlier)
+    key         float64  intra + inter_weight * inter (the ranking key; higher = drawn earlier), an undefined term
+                         (intra with < 2 question tokens, inter without fixed-part tokens) replaced by the file's mean
+                         of that term (``verl_gain.core.angles.impute_undefined_terms``)
     n_fixed     int64    fixed-part tokens (system prompt, few-shot turns, template, generation prompt)
     n_question  int64    question tokens
+    mean_cosine float64  mean cosine over all distinct pairs of prompt tokens (files written before it existed lack it)
     n_tokens    int64    all prompt tokens (n_fixed + n_question)
 
-(``intra`` .. ``n_question`` are ``verl_gain.core.angles.STAT_FIELDS``, in that order.)
+(``intra`` .. ``mean_cosine`` are ``verl_gain.core.angles.STAT_FIELDS``, in that order; ``intra`` and ``inter``
+keep the raw value, 0, where undefined: the counts tell.)
 
 Fingerprint (JSON in the parquet schema metadata under ``FINGERPRINT_KEY``)::
 
@@ -54,7 +58,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from verl_gain.core.angles import STAT_FIELDS, ranking_key
+from verl_gain.core.angles import STAT_FIELDS, TermMeans, defined_terms, ranking_keys
 from verl_gain.scoring.errors import ScoringInputError
 from verl_gain.scoring.segments import to_plain
 
@@ -357,24 +361,52 @@ def column_by_position(scores: pd.DataFrame, column: str, positions: Sequence[in
     return table.loc[wanted].to_numpy()
 
 
+def term_means(scores: pd.DataFrame) -> TermMeans:
+    """The table's mean C_intra and C_inter over the prompts where each is defined."""
+    return TermMeans.of(
+        scores["intra"].to_numpy(np.float64),
+        scores["inter"].to_numpy(np.float64),
+        scores["n_fixed"].to_numpy(),
+        scores["n_question"].to_numpy(),
+    )
+
+
+def table_keys(scores: pd.DataFrame, inter_weight: float) -> np.ndarray:
+    """The ranking key of every row of a scores table ``[M]``, undefined terms imputed with the table's means."""
+    return ranking_keys(
+        scores["intra"].to_numpy(np.float64),
+        scores["inter"].to_numpy(np.float64),
+        scores["n_fixed"].to_numpy(),
+        scores["n_question"].to_numpy(),
+        inter_weight,
+        term_means(scores),
+    )
+
+
+def degenerate_rows(scores: pd.DataFrame) -> pd.DataFrame:
+    """The rows with an undefined term (a question of fewer than 2 tokens, or no fixed part), ranked by imputation."""
+    has_intra, has_inter = defined_terms(scores["n_fixed"].to_numpy(), scores["n_question"].to_numpy())
+    return scores.loc[~(has_intra & has_inter)]
+
+
 def key_by_position(scores: pd.DataFrame, num_rows: int, positions: Sequence[int] | None = None) -> np.ndarray:
     """The ranking key per dataset position, ``[num_rows]`` (or for ``positions``), for ``GainController``."""
     return column_by_position(scores, "key", np.arange(num_rows) if positions is None else positions)
 
 
-def keys_for_rows(
+def scores_for_rows(
     path: str | os.PathLike,
     rows: Sequence[Any],
     file_prompts: Sequence[Any] | None,
     expected: dict[str, Any],
     inter_weight: float,
-) -> np.ndarray:
-    """The ranking key of every training row from a scores file.
+) -> pd.DataFrame:
+    """The scores of every training row, from a scores file: one table row per training row, in training order.
 
     The file may describe the training rows themselves (the pre-pass file) or the data file(s) verl loaded them
     from (``verl-gain score --data``), of which verl keeps a subset (``data.filter_overlong_prompts``,
-    ``data.train_max_samples``): rows are then matched by prompt content. The key is recomputed from the file's
-    ``intra`` and ``inter`` with this run's ``inter_weight``.
+    ``data.train_max_samples``): rows are then matched by prompt content. The ``key`` column is recomputed from the
+    file's ``intra`` and ``inter`` with this run's ``inter_weight`` (undefined terms imputed with the file's means).
 
     Args:
         path: the scores file.
@@ -384,7 +416,7 @@ def keys_for_rows(
         inter_weight: w in ``intra + w inter``.
 
     Returns:
-        ``[N]`` fp64 keys, one per training row.
+        ``[N]`` rows with the file's columns; ``position`` is the training row.
     """
     table, fingerprint, _ = read_scores(path)
     check_fingerprint(fingerprint, expected, what=f"scores file {path}")
@@ -401,6 +433,18 @@ def keys_for_rows(
             f"scores file {path} was computed from {scored.get('rows')} prompts that are neither the "
             f"{len(rows)} training rows nor data.train_files: score the training file with `verl-gain score`"
         )
-    intra = column_by_position(table, "intra", positions)
-    inter = column_by_position(table, "inter", positions)
-    return ranking_key(intra, inter, inter_weight)
+    keyed = table.assign(key=table_keys(table, inter_weight))
+    column_by_position(keyed, "key", positions)  # raises, naming them, if some positions have no score
+    by_position = keyed.set_index("position")
+    return by_position.loc[positions].reset_index(drop=True).assign(position=np.arange(len(rows), dtype=np.int64))
+
+
+def keys_for_rows(
+    path: str | os.PathLike,
+    rows: Sequence[Any],
+    file_prompts: Sequence[Any] | None,
+    expected: dict[str, Any],
+    inter_weight: float,
+) -> np.ndarray:
+    """``[N]`` fp64: the ``key`` column of ``scores_for_rows``."""
+    return scores_for_rows(path, rows, file_prompts, expected, inter_weight)["key"].to_numpy(np.float64)

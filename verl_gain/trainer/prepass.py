@@ -14,25 +14,29 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from omegaconf import DictConfig
 from tensordict import TensorDict
 from tqdm import tqdm
 
-from verl_gain.core.angles import STAT_FIELDS, ranking_key
+from verl_gain.core.angles import STAT_FIELDS
 from verl_gain.scoring.capture import describe_capture_point
 from verl_gain.scoring.scores_file import (
     data_files_prompts,
     dataset_fingerprint,
-    keys_for_rows,
     model_identity,
+    scores_for_rows,
     scores_table,
     stats_columns,
+    table_keys,
+    term_means,
     write_scores,
 )
 from verl_gain.scoring.segments import PromptSegmenter, SegmentedPrompt
 from verl_gain.trainer.capture import SEGMENT_IDS_KEY, STATS_KEY
 from verl_gain.trainer.compat import assign_non_tensor, copy_to_local
+from verl_gain.trainer.curriculum import PrepassScores
 from verl_gain.trainer.settings import GainSettings
 from verl_gain.trainer.worker import PromptSegmentTable
 
@@ -103,10 +107,16 @@ def own_scores_file(config: DictConfig) -> str | None:
     return found[0] if found else None
 
 
-def training_row_keys(
+def prepass_scores(table: pd.DataFrame) -> PrepassScores:
+    """What the curriculum needs of the training rows' scores table (``scores_for_rows`` or the pre-pass table)."""
+    cosine = table["mean_cosine"].to_numpy(np.float64) if "mean_cosine" in table.columns else None
+    return PrepassScores(keys=table["key"].to_numpy(np.float64), term_means=term_means(table), mean_cosine=cosine)
+
+
+def training_row_scores(
     config: DictConfig, settings: GainSettings, tokenizer: Any, train_dataset: Any, worker_group: Any
-) -> np.ndarray:
-    """Configure the actor workers for GAIN and return the ranking key ``[N]`` of every training row.
+) -> PrepassScores:
+    """Configure the actor workers for GAIN and return the scores of every training row (keys ``[N]``, ...).
 
     The keys come from ``gain.scores_path``, else from the pre-pass file of an earlier run of this experiment, else
     from the pre-pass through ``worker_group``. A file is used only if its fingerprint matches this run's model,
@@ -148,13 +158,13 @@ def training_row_keys(
     if settings.scores_path:
         expected = {} if settings.allow_foreign_scores else identity
         file_prompts = data_files_prompts(config.data.train_files, config.data.prompt_key)
-        keys = keys_for_rows(settings.scores_path, rows, file_prompts, expected, settings.inter_weight)
-        print(f"[verl-gain] GAIN scores from {settings.scores_path} ({len(keys)} training prompts)", flush=True)
-        return keys
+        table = scores_for_rows(settings.scores_path, rows, file_prompts, expected, settings.inter_weight)
+        print(f"[verl-gain] GAIN scores from {settings.scores_path} ({len(table)} training prompts)", flush=True)
+        return prepass_scores(table)
     if earlier is not None:
-        keys = keys_for_rows(earlier, rows, None, identity, settings.inter_weight)
+        table = scores_for_rows(earlier, rows, None, identity, settings.inter_weight)
         print(f"[verl-gain] GAIN scores reused from {earlier}", flush=True)
-        return keys
+        return prepass_scores(table)
     print(f"[verl-gain] GAIN pre-pass: scoring {len(prompts)} training prompts with the actor", flush=True)
     rollout = config.actor_rollout_ref.rollout
     micro = None if rollout.log_prob_use_dynamic_bsz else int(rollout.log_prob_micro_batch_size_per_gpu)
@@ -166,8 +176,9 @@ def training_row_keys(
         else [None] * len(prompts)
     )
     table = scores_table(np.arange(len(prompts)), index, stats, [len(p) for p in prompts])
+    table["key"] = table_keys(table, settings.inter_weight)
     path = os.path.join(config.trainer.default_local_dir, SCORES_FILE)
     info = {"source": "verl actor pre-pass", "model_path": model_path}
     write_scores(path, table, {"dataset": dataset_fingerprint(rows), **identity}, info)
     print(f"[verl-gain] GAIN scores written to {path}", flush=True)
-    return ranking_key(table["intra"].to_numpy(), table["inter"].to_numpy(), settings.inter_weight)
+    return prepass_scores(table)

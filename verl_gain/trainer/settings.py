@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from verl_gain.core.angle_signal import ANGLE_SIGNALS, STANDARDIZED_KEY
 from verl_gain.core.controller import GainConfig
 
 ACC_SOURCES = ("acc", "threshold")
@@ -18,14 +19,30 @@ ACC_SOURCES = ("acc", "threshold")
 STEP_ANGLE_SOURCES = ("none", "prompt", "prompt_response")
 """``none``: leave the angle term out of the update; ``prompt``: the ranking key of the step's prompts measured by the
 current model; ``prompt_response``: the same with the response tokens counted as part of the question segment."""
+DEFAULT_SIGMA_FRACTION = 0.1
+"""The paper's 1000 ranks were 13% of GSM8K's 7,473 prompts (2.5% of DeepScaleR's 40k): a tenth of the order keeps
+a step's batch on one region of it whatever the dataset size."""
+DEFAULT_N_FRACTION = 0.01
+"""Sized for the paper's 200-step runs: at accuracy 0.75, n tanh(2 x 0.25) = 0.46 n per step crosses the order in
+1 / (0.46 x 0.01) = 216 steps. The start-up projection (and ``verl-gain plan``) says where a run really ends up."""
+DEFAULT_ADJ_MAX_FRACTION = 2 * DEFAULT_N_FRACTION
+"""The paper's ratio adj_max / n (1000 / 500)."""
+DEFAULT_MAX_STEPS_WITHOUT_ANGLE = 3
+"""Steps in a row the update may fall back to the pre-pass values before the run stops: one or two unmatched steps
+can be a transient (a prompt truncated differently); three in a row means the prompts no longer tokenise as the
+pre-pass saw them."""
 CAPTURE_KINDS = ("mlp_input", "final_norm", "input", "output")
 """Capture point kinds of ``verl_gain.scoring.capture.resolve_capture_point`` (resolved in the workers)."""
 
 
 @dataclass
 class GainSettings(GainConfig):
-    """The ``gain:`` config group: the core's window and update parameters (``GainConfig``) plus the trainer's."""
+    """The ``gain:`` config group: the core's window and update parameters (``GainConfig``, whose defaults are the
+    paper's absolute ranks) with defaults sized to the dataset, plus the trainer's own fields."""
 
+    sigma_fraction: float | None = DEFAULT_SIGMA_FRACTION
+    n_fraction: float | None = DEFAULT_N_FRACTION
+    adj_max_fraction: float | None = DEFAULT_ADJ_MAX_FRACTION
     enable: bool = False
     scores_path: str | None = None
     allow_foreign_scores: bool = False
@@ -35,6 +52,8 @@ class GainSettings(GainConfig):
     step_angle: str = "prompt"
     prepass_batch_size: int = 256
     trace_path: str | None = None
+    angle_signal: str = STANDARDIZED_KEY
+    max_steps_without_angle: int = DEFAULT_MAX_STEPS_WITHOUT_ANGLE
 
     def __post_init__(self) -> None:
         super().__post_init__()  # the window and update parameters, with GainConfig's messages
@@ -46,6 +65,14 @@ class GainSettings(GainConfig):
             raise ValueError(
                 f"gain.prepass_batch_size must be a positive integer (prompts per pre-pass call), "
                 f"got {self.prepass_batch_size!r}"
+            )
+        if self.angle_signal not in ANGLE_SIGNALS:
+            raise ValueError(f"gain.angle_signal must be one of {ANGLE_SIGNALS}, got {self.angle_signal!r}")
+        steps = self.max_steps_without_angle
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(
+                f"gain.max_steps_without_angle must be an integer >= 0 (steps in a row without an angle measurement "
+                f"before the run stops; default {DEFAULT_MAX_STEPS_WITHOUT_ANGLE}), got {steps!r}"
             )
         kind = self.capture_point.partition(":")[0] if isinstance(self.capture_point, str) else None
         if kind not in CAPTURE_KINDS:

@@ -3,8 +3,9 @@
 
 Each overrides named hooks only and calls verl's method inside; the GAIN work itself lives elsewhere:
 
-1. before verl restores a checkpoint: the ranking key of every training row (``prepass.training_row_keys``: a scores
-   file, or the pre-pass through the actor) becomes the curriculum's order;
+1. before verl restores a checkpoint: the ranking key of every training row (``prepass.training_row_scores``: a
+   scores file, or the pre-pass through the actor) becomes the curriculum's order; a projection of the window is
+   printed before and after;
 2. after verl restores a checkpoint: the curriculum is restored from the same step folder;
 3. after each actor update: the step's rollouts move the window (``TrainerCurriculum.finish_step``); ``gain/``
    metrics go to verl's logger;
@@ -20,8 +21,25 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from verl_gain.trainer.compat import PPOTrainerSync, RayPPOTrainer, collate_fn, tq
 from verl_gain.trainer.curriculum import TrainerCurriculum, build_curriculum
-from verl_gain.trainer.prepass import training_row_keys
-from verl_gain.trainer.worker import ANGLE_KEY, use_gain_worker
+from verl_gain.trainer.prepass import training_row_scores
+from verl_gain.trainer.worker import STEP_STATS_KEY, use_gain_worker
+
+
+class GainScoresMixin:
+    """The one step both trainers take before verl restores a checkpoint (host: a verl trainer with ``self.gain``,
+    ``self.config``, ``self.tokenizer``, ``self.train_dataset``, ``self.actor_rollout_wg``,
+    ``self.total_training_steps``)."""
+
+    gain: TrainerCurriculum
+
+    def _gain_attach_scores(self) -> None:
+        """Project the window (only N known), attach the training rows' scores, project again with them."""
+        self.gain.print_projection(self.total_training_steps)
+        scores = training_row_scores(
+            self.config, self.gain.settings, self.tokenizer, self.train_dataset, self.actor_rollout_wg
+        )
+        self.gain.attach_scores(scores)
+        self.gain.print_projection(self.total_training_steps)
 
 
 def _build_train_dataloader(trainer: Any, sampler: Any) -> StatefulDataLoader:
@@ -38,7 +56,7 @@ def _build_train_dataloader(trainer: Any, sampler: Any) -> StatefulDataLoader:
     )
 
 
-class GainPPOTrainerSync(PPOTrainerSync):
+class GainPPOTrainerSync(GainScoresMixin, PPOTrainerSync):
     """verl 0.9's V1 synchronous trainer (``trainer/ppo/v1/trainer_sync.py``) with GAIN sampling.
 
     Hooks overridden (each calls verl's method):
@@ -48,8 +66,6 @@ class GainPPOTrainerSync(PPOTrainerSync):
     - ``step``: after verl's step, the finished trajectories (from TransferQueue) move the window.
     - ``_save_checkpoint``: the curriculum state is saved with every checkpoint.
     """
-
-    gain: TrainerCurriculum
 
     def _init_dataloader(self) -> None:
         super()._init_dataloader()
@@ -61,11 +77,7 @@ class GainPPOTrainerSync(PPOTrainerSync):
         use_gain_worker(self.role_worker_mapping)
 
     def _load_checkpoint(self) -> None:
-        self.gain.attach_scores(
-            training_row_keys(
-                self.config, self.gain.settings, self.tokenizer, self.train_dataset, self.actor_rollout_wg
-            )
-        )
+        self._gain_attach_scores()
         super()._load_checkpoint()
         self.gain.restore_with_checkpoint(self.config, self.global_steps)
 
@@ -73,16 +85,16 @@ class GainPPOTrainerSync(PPOTrainerSync):
         batch = super().step(metrics, timing_raw)
         fields = ["uid", "extra_info", "extra_fields", "rm_scores"]
         if self.gain.settings.step_angle != "none":
-            fields.append(ANGLE_KEY)
+            fields.append(STEP_STATS_KEY)
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
         reward_info = [(f or {}).get("reward_extra_info") or {} for f in data["extra_fields"]]
         acc = [r["acc"] for r in reward_info] if all("acc" in r for r in reward_info) else None
         scores = np.array([float(t.sum()) for t in data["rm_scores"].unbind()])
-        angles = data[ANGLE_KEY].double().numpy() if ANGLE_KEY in fields else None
+        stats = data[STEP_STATS_KEY].double().numpy() if STEP_STATS_KEY in fields else None  # [R, F]
         is_padding = np.array([bool(tag.get("is_padding", False)) for tag in batch.tags])
         metrics.update(
             self.gain.finish_step(
-                self.global_steps, list(data["uid"]), list(data["extra_info"]), acc, scores, angles, is_padding
+                self.global_steps, list(data["uid"]), list(data["extra_info"]), acc, scores, stats, is_padding
             )
         )
         return batch
@@ -92,7 +104,7 @@ class GainPPOTrainerSync(PPOTrainerSync):
         super()._save_checkpoint()
 
 
-class GainRayPPOTrainer(RayPPOTrainer):
+class GainRayPPOTrainer(GainScoresMixin, RayPPOTrainer):
     """verl 0.9's legacy hybrid-engine ``RayPPOTrainer`` (``trainer/ppo/ray_trainer.py``) with GAIN sampling.
 
     The task runner passes the GAIN sampler as ``train_sampler`` and the GAIN worker class in the role mapping.
@@ -123,11 +135,7 @@ class GainRayPPOTrainer(RayPPOTrainer):
         self.actor_rollout_wg.compute_log_prob = compute_log_prob_keeping_output
 
     def _load_checkpoint(self) -> Any:
-        self.gain.attach_scores(
-            training_row_keys(
-                self.config, self.gain.settings, self.tokenizer, self.train_dataset, self.actor_rollout_wg
-            )
-        )
+        self._gain_attach_scores()
         result = super()._load_checkpoint()
         self.gain.restore_with_checkpoint(self.config, self.global_steps)
         return result
@@ -135,19 +143,19 @@ class GainRayPPOTrainer(RayPPOTrainer):
     def _compute_old_log_prob(self, batch: Any) -> Any:
         old_log_prob, mfu = super()._compute_old_log_prob(batch)
         output = self._gain_last_log_prob_output
-        if output is not None and ANGLE_KEY in output.keys():
-            old_log_prob.batch[ANGLE_KEY] = output[ANGLE_KEY].double()
+        if output is not None and STEP_STATS_KEY in output.keys():
+            old_log_prob.batch[STEP_STATS_KEY] = output[STEP_STATS_KEY].double()
         return old_log_prob, mfu
 
     def _update_actor(self, batch: Any) -> Any:
-        angles = batch.batch.pop(ANGLE_KEY).numpy() if ANGLE_KEY in batch.batch.keys() else None
+        stats = batch.batch.pop(STEP_STATS_KEY).numpy() if STEP_STATS_KEY in batch.batch.keys() else None  # [R, F]
         actor_output = super()._update_actor(batch)
         non_tensor = batch.non_tensor_batch
         acc = list(non_tensor["acc"]) if "acc" in non_tensor else None
         scores = batch.batch["token_level_scores"].sum(-1).double().numpy()
         is_padding = np.asarray(non_tensor["is_padding"], dtype=bool) if "is_padding" in non_tensor else None
         gain_metrics = self.gain.finish_step(
-            self.global_steps, list(non_tensor["uid"]), list(non_tensor["extra_info"]), acc, scores, angles, is_padding
+            self.global_steps, list(non_tensor["uid"]), list(non_tensor["extra_info"]), acc, scores, stats, is_padding
         )
         actor_output.meta_info.setdefault("metrics", {}).update(gain_metrics)
         return actor_output

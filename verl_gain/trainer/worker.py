@@ -26,10 +26,10 @@ from verl_gain.trainer.compat import (
 )
 from verl_gain.trainer.curriculum import POSITION_KEY
 
-ANGLE_KEY = "gain_angle"
-"""Per-rollout step angle (``[b]`` fp64, NaN where none was measured) that ``compute_log_prob`` adds to its output."""
-KEY_COLUMN = STAT_FIELDS.index("key")
-QUESTION_COUNT_COLUMN = STAT_FIELDS.index("n_question")
+STEP_STATS_KEY = "gain_step_stats"
+"""Per-rollout angle statistics under the current model (``[b, len(STAT_FIELDS)]`` fp64, NaN rows where none was
+measured: the rollout's prompt is not the one the pre-pass tokenised) that ``compute_log_prob`` adds to its output."""
+COUNT_COLUMNS = [STAT_FIELDS.index("n_fixed"), STAT_FIELDS.index("n_question")]
 
 
 def token_ids_digest(ids: torch.Tensor | list[int]) -> int:
@@ -120,7 +120,7 @@ class GainActorRolloutRefWorker(ActorRolloutRefWorker):
     - ``gain_score_prompts`` (new, nd dispatch over the ``actor`` mesh, like ``compute_log_prob``): the pre-pass;
       returns ``STATS_KEY`` ``[b, F]`` per prompt.
     - ``compute_log_prob`` (overridden and re-registered with verl's dispatch, or it would drop out of the worker
-      group's API): calls verl's method with the capture active and adds ``ANGLE_KEY`` to its output.
+      group's API): calls verl's method with the capture active and adds ``STEP_STATS_KEY`` to its output.
     """
 
     gain_settings: dict[str, Any] | None = None
@@ -154,8 +154,8 @@ class GainActorRolloutRefWorker(ActorRolloutRefWorker):
             return None
         stats = dense_stats(output)  # [b, F]
         del output[STATS_KEY]
-        measured = stats[:, QUESTION_COUNT_COLUMN] > 0  # [b]
-        output[ANGLE_KEY] = torch.where(measured, stats[:, KEY_COLUMN], float("nan"))  # [b]
+        measured = stats[:, COUNT_COLUMNS].sum(-1) > 0  # [b]: a rollout without segments counted nothing
+        output[STEP_STATS_KEY] = torch.where(measured.unsqueeze(-1), stats, float("nan"))  # [b, F]
         return output
 
     def _require_settings(self) -> dict[str, Any]:
