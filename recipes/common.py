@@ -18,9 +18,9 @@ import gzip
 import io
 import json
 import pickle
-import sys
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +181,87 @@ def build_rows(
     return rows
 
 
+@dataclass(frozen=True)
+class Split:
+    """One output file of a dataset and where its rows come from.
+
+    ``name`` is the file (``<name>.parquet``), ``extra_info.split`` and the prefix of the files read from a
+    ``--local-path`` folder; ``hub_split`` is the hub's name for it where that differs (AMC's only hub split is
+    ``train``); ``path_option`` is the command-line option that gives its local file (MATH-500 has its own). An
+    ``optional`` split without records is not written (DeepCoder's test split).
+    """
+
+    name: str
+    data_source: str
+    hub_id: str
+    hub_config: str | None = None
+    hub_split: str | None = None
+    path_option: str = "local_path"
+    optional: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dataset:
+    """What every row of a prepare script's table has: a help text, the splits written, the dataset's own
+    command-line options (``option(...)``) and how the records of a split are read (``load_local_or_hub`` unless the
+    release needs more)."""
+
+    description: str
+    splits: tuple[Split, ...]
+    options: tuple[tuple[str, dict], ...] = ()
+    load: Callable[[Split, argparse.Namespace], list[dict]] | None = None
+
+    def records(self, split: Split, args: argparse.Namespace) -> list[dict]:
+        return (self.load or load_local_or_hub)(split, args)
+
+
+def option(flag: str, **kwargs: Any) -> tuple[str, dict]:
+    """A dataset's own command-line option: ``argparse.add_argument(flag, **kwargs)``."""
+    return flag, kwargs
+
+
+def load_local_or_hub(split: Split, args: argparse.Namespace) -> list[dict]:
+    """The records of ``split``: the file or folder of its path option when given, else the hub."""
+    return load_split(getattr(args, split.path_option), split.name, split.hub_id, split.hub_config, split.hub_split)
+
+
+def prepare_main(
+    description: str,
+    datasets: Mapping[str, Dataset],
+    make_rows: Callable[[Dataset, Split, list[dict], argparse.Namespace], list[dict]],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """The command line of a prepare script: ``DATASET [--local-path P] [--output-dir D] [--max-rows N] [options]``;
+    writes ``make_rows(dataset, split, records, args)`` for every split of the dataset."""
+    parser = argparse.ArgumentParser(description=description)
+    subparsers = parser.add_subparsers(dest="dataset", required=True, metavar="DATASET")
+    for name, dataset in datasets.items():
+        summary = dataset.description.split("\n", 1)[0]
+        sub = subparsers.add_parser(name, help=summary, description=dataset.description)
+        sub.add_argument(
+            "--local-path",
+            default=None,
+            help="a file of the public release (JSON, JSONL, parquet; .gz too), or a directory holding <split>* "
+            "files; without it the dataset is loaded from the Hugging Face hub through `datasets`",
+        )
+        sub.add_argument(
+            "--output-dir",
+            default=str(DEFAULT_DATA_ROOT / name),
+            help="where the parquet files go (default: %(default)s)",
+        )
+        sub.add_argument("--max-rows", type=int, default=None, help="keep only the first N rows of each split")
+        for flag, kwargs in dataset.options:
+            sub.add_argument(flag, **kwargs)
+    args = parser.parse_args(argv)
+    dataset = datasets[args.dataset]
+    for split in dataset.splits:
+        records = dataset.records(split, args)
+        if not records and split.optional:
+            continue
+        write_parquet(make_rows(dataset, split, records, args), Path(args.output_dir) / f"{split.name}.parquet")
+    return 0
+
+
 def prepare_parser(description: str, default_output: str) -> argparse.ArgumentParser:
     """The arguments every prepare script takes."""
     parser = argparse.ArgumentParser(description=description)
@@ -234,8 +315,3 @@ def decode_packed_json(value: Any) -> Any:
         pass
     unpacked = _TextOnlyUnpickler(io.BytesIO(zlib.decompress(base64.b64decode(value)))).load()
     return json.loads(unpacked) if isinstance(unpacked, str | bytes) else unpacked
-
-
-def run(main: Callable[[list[str] | None], int]) -> None:
-    """Entry point of a prepare script: exit with its status."""
-    sys.exit(main(None))
