@@ -155,12 +155,13 @@ def plain(value):
 
 
 def written_rows(output: Path) -> dict[str, str]:
-    """Every parquet file under ``output``, as its rows in JSON (column and field order kept) and its schema."""
+    """Every parquet file under ``output``, as JSON text: its columns with their types, then its rows (column and
+    nested field order kept)."""
     import pyarrow.parquet as pq
 
     written = {}
     for path in sorted(output.glob("*.parquet")):
+        columns = [[column.name, str(column.type)] for column in pq.read_schema(path)]
         rows = plain(pd.read_parquet(path).to_dict(orient="records"))
-        schema = pq.read_schema(path).remove_metadata()
-        written[path.name] = json.dumps(rows, ensure_ascii=False) + "\n" + schema.to_string()
+        written[path.name] = json.dumps({"columns": columns, "rows": rows}, ensure_ascii=False)
     return written
