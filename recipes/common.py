@@ -1,4 +1,6 @@
-"""Shared pieces of the recipes' prepare scripts: read a public release's files, write verl-format parquet.
+"""Shared pieces of the two prepare scripts (recipes/prepare_math.py, recipes/prepare_code.py): the table entry
+(``Dataset``, ``Split``), the command line and its one code path (``prepare_main``), reading a public release's
+files, writing verl-format parquet.
 
 Every prepare script writes rows with the columns verl's ``RLHFDataset`` and reward loop read:
 ``data_source``, ``prompt`` (chat messages), ``ability``, ``reward_model`` {``style``, ``ground_truth``} and
@@ -6,8 +8,10 @@ Every prepare script writes rows with the columns verl's ``RLHFDataset`` and rew
 so that the GAIN pre-pass can tell the question tokens from the template's fixed part. ``extra_info.index`` is the
 row's position in its file (GAIN's score file is aligned by it).
 
-The prompt template of each task is a constant in its prepare script (one place), and the pre-pass scores exactly the
-``prompt`` column written here, so training, scoring and evaluation all see the same prompt.
+The prompt templates are constants of the family scripts and ``recipes/code_tests.py`` (one place each), and the
+pre-pass scores exactly the ``prompt`` column written here, so training, scoring and evaluation all see the same
+prompt. The default output folder, ``~/data/verl-gain/<dataset>``, is where the recipes read
+(``recipe.data_dir`` in recipes/config/recipe.yaml).
 """
 
 from __future__ import annotations
@@ -260,24 +264,6 @@ def prepare_main(
             continue
         write_parquet(make_rows(dataset, split, records, args), Path(args.output_dir) / f"{split.name}.parquet")
     return 0
-
-
-def prepare_parser(description: str, default_output: str) -> argparse.ArgumentParser:
-    """The arguments every prepare script takes."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument(
-        "--local-path",
-        default=None,
-        help="a file of the public release (JSON, JSONL, parquet; .gz too), or a directory holding <split>* files; "
-        "without it the dataset is loaded from the Hugging Face hub through `datasets`",
-    )
-    parser.add_argument(
-        "--output-dir",
-        default=str(DEFAULT_DATA_ROOT / default_output),
-        help="where the parquet files go (default: %(default)s)",
-    )
-    parser.add_argument("--max-rows", type=int, default=None, help="keep only the first N rows of each split")
-    return parser
 
 
 def question_from_verl_row(record: dict, instruction: str) -> str | None:

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as a script: the repository root instead of recipes/ (no shadowed module names)
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from recipes.code_tests import code_prompt, normalise_tests
 from recipes.common import (

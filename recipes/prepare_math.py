@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as a script: the repository root instead of recipes/ (no shadowed module names)
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from recipes.common import (
     Dataset,
