@@ -1,4 +1,6 @@
-"""Shared pieces of the recipes' prepare scripts: read a public release's files, write verl-format parquet.
+"""Shared pieces of the two prepare scripts (recipes/prepare_math.py, recipes/prepare_code.py): the table entry
+(``Dataset``, ``Split``), the command line and its one code path (``prepare_main``), reading a public release's
+files, writing verl-format parquet.
 
 Every prepare script writes rows with the columns verl's ``RLHFDataset`` and reward loop read:
 ``data_source``, ``prompt`` (chat messages), ``ability``, ``reward_model`` {``style``, ``ground_truth``} and
@@ -6,8 +8,10 @@ Every prepare script writes rows with the columns verl's ``RLHFDataset`` and rew
 so that the GAIN pre-pass can tell the question tokens from the template's fixed part. ``extra_info.index`` is the
 row's position in its file (GAIN's score file is aligned by it).
 
-The prompt template of each task is a constant in its prepare script (one place), and the pre-pass scores exactly the
-``prompt`` column written here, so training, scoring and evaluation all see the same prompt.
+The prompt templates are constants of the family scripts and ``recipes/code_tests.py`` (one place each), and the
+pre-pass scores exactly the ``prompt`` column written here, so training, scoring and evaluation all see the same
+prompt. The default output folder, ``~/data/verl-gain/<dataset>``, is where the recipes read
+(``recipe.data_dir`` in recipes/config/recipe.yaml).
 """
 
 from __future__ import annotations
@@ -18,9 +22,9 @@ import gzip
 import io
 import json
 import pickle
-import sys
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -181,22 +185,85 @@ def build_rows(
     return rows
 
 
-def prepare_parser(description: str, default_output: str) -> argparse.ArgumentParser:
-    """The arguments every prepare script takes."""
+@dataclass(frozen=True)
+class Split:
+    """One output file of a dataset and where its rows come from.
+
+    ``name`` is the file (``<name>.parquet``), ``extra_info.split`` and the prefix of the files read from a
+    ``--local-path`` folder; ``hub_split`` is the hub's name for it where that differs (AMC's only hub split is
+    ``train``); ``path_option`` is the command-line option that gives its local file (MATH-500 has its own). An
+    ``optional`` split without records is not written (DeepCoder's test split).
+    """
+
+    name: str
+    data_source: str
+    hub_id: str
+    hub_config: str | None = None
+    hub_split: str | None = None
+    path_option: str = "local_path"
+    optional: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dataset:
+    """What every row of a prepare script's table has: a help text, the splits written, the dataset's own
+    command-line options (``option(...)``) and how the records of a split are read (``load_local_or_hub`` unless the
+    release needs more)."""
+
+    description: str
+    splits: tuple[Split, ...]
+    options: tuple[tuple[str, dict], ...] = ()
+    load: Callable[[Split, argparse.Namespace], list[dict]] | None = None
+
+    def records(self, split: Split, args: argparse.Namespace) -> list[dict]:
+        return (self.load or load_local_or_hub)(split, args)
+
+
+def option(flag: str, **kwargs: Any) -> tuple[str, dict]:
+    """A dataset's own command-line option: ``argparse.add_argument(flag, **kwargs)``."""
+    return flag, kwargs
+
+
+def load_local_or_hub(split: Split, args: argparse.Namespace) -> list[dict]:
+    """The records of ``split``: the file or folder of its path option when given, else the hub."""
+    return load_split(getattr(args, split.path_option), split.name, split.hub_id, split.hub_config, split.hub_split)
+
+
+def prepare_main(
+    description: str,
+    datasets: Mapping[str, Dataset],
+    make_rows: Callable[[Dataset, Split, list[dict], argparse.Namespace], list[dict]],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """The command line of a prepare script: ``DATASET [--local-path P] [--output-dir D] [--max-rows N] [options]``;
+    writes ``make_rows(dataset, split, records, args)`` for every split of the dataset."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument(
-        "--local-path",
-        default=None,
-        help="a file of the public release (JSON, JSONL, parquet; .gz too), or a directory holding <split>* files; "
-        "without it the dataset is loaded from the Hugging Face hub through `datasets`",
-    )
-    parser.add_argument(
-        "--output-dir",
-        default=str(DEFAULT_DATA_ROOT / default_output),
-        help="where the parquet files go (default: %(default)s)",
-    )
-    parser.add_argument("--max-rows", type=int, default=None, help="keep only the first N rows of each split")
-    return parser
+    subparsers = parser.add_subparsers(dest="dataset", required=True, metavar="DATASET")
+    for name, dataset in datasets.items():
+        summary = dataset.description.split("\n", 1)[0]
+        sub = subparsers.add_parser(name, help=summary, description=dataset.description)
+        sub.add_argument(
+            "--local-path",
+            default=None,
+            help="a file of the public release (JSON, JSONL, parquet; .gz too), or a directory holding <split>* "
+            "files; without it the dataset is loaded from the Hugging Face hub through `datasets`",
+        )
+        sub.add_argument(
+            "--output-dir",
+            default=str(DEFAULT_DATA_ROOT / name),
+            help="where the parquet files go (default: %(default)s)",
+        )
+        sub.add_argument("--max-rows", type=int, default=None, help="keep only the first N rows of each split")
+        for flag, kwargs in dataset.options:
+            sub.add_argument(flag, **kwargs)
+    args = parser.parse_args(argv)
+    dataset = datasets[args.dataset]
+    for split in dataset.splits:
+        records = dataset.records(split, args)
+        if not records and split.optional:
+            continue
+        write_parquet(make_rows(dataset, split, records, args), Path(args.output_dir) / f"{split.name}.parquet")
+    return 0
 
 
 def question_from_verl_row(record: dict, instruction: str) -> str | None:
@@ -234,8 +301,3 @@ def decode_packed_json(value: Any) -> Any:
         pass
     unpacked = _TextOnlyUnpickler(io.BytesIO(zlib.decompress(base64.b64decode(value)))).load()
     return json.loads(unpacked) if isinstance(unpacked, str | bytes) else unpacked
-
-
-def run(main: Callable[[list[str] | None], int]) -> None:
-    """Entry point of a prepare script: exit with its status."""
-    sys.exit(main(None))

@@ -126,7 +126,8 @@ def test_every_dependency_points_down_the_layers():
 
 def imported_in_fresh_process(code: str, env: dict[str, str] | None = None) -> list[str]:
     """The top-level packages loaded after running ``code`` in a fresh interpreter."""
-    script = f"{code}\nimport sys, json\nprint('MODULES ' + json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    listing = "print('MODULES ' + json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    script = f"{code}\nimport sys, json\n{listing}"
     done = subprocess.run(
         [sys.executable, "-c", script],
         env={**os.environ, **(env or {})},

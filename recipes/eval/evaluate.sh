@@ -4,8 +4,9 @@
 #   bash recipes/eval/evaluate.sh CHECKPOINT [CHECKPOINT ...]
 #
 # A checkpoint is a Hugging Face model folder or a verl checkpoint folder (global_step_N). The benchmark files come
-# from the prepare scripts (run them first): gsm8k, math (MATH-500), amc, aime2024, minerva, olympiadbench,
-# humaneval, humanevalplus, livecodebench, each as $DATA_DIR/<name>/test.parquet.
+# from the prepare scripts (run them first): python recipes/prepare_math.py {gsm8k,math,amc,aime2024,minerva,
+# olympiadbench} (math: MATH-500) and python recipes/prepare_code.py {humaneval,humanevalplus,livecodebench}, each
+# as $DATA_DIR/<name>/test.parquet.
 # Environment overrides: DATA_DIR (default ~/data/verl-gain), BENCHMARKS (space-separated names, default the math
 # sets and HumanEval), OUTPUT_DIR, MAX_NEW_TOKENS (match the training run's max response length), BATCH_SIZE,
 # N_SAMPLES and TEMPERATURE (pass@1 over N samples; default greedy), LIMIT (first N problems), PYTHON.
@@ -27,10 +28,12 @@ TEMPERATURE=${TEMPERATURE:-0}
 data=()
 for name in $BENCHMARKS; do
   folder=$name
-  [[ $name == math500 ]] && folder=math  # recipes/math/prepare.py writes MATH-500 as math/test.parquet
+  [[ $name == math500 ]] && folder=math  # prepare_math.py math writes MATH-500 as math/test.parquet
+  family=math
+  [[ $folder == humaneval* || $folder == livecodebench ]] && family=code
   file="$DATA_DIR/$folder/test.parquet"
   if [[ ! -f $file ]]; then
-    echo "missing $file: run python recipes/$folder/prepare.py --output-dir $DATA_DIR/$folder first" >&2
+    echo "missing $file: run python recipes/prepare_$family.py $folder --output-dir $DATA_DIR/$folder first" >&2
     exit 2
   fi
   data+=("$name=$file")

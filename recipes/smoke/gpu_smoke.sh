@@ -4,22 +4,27 @@
 # process, then checks (recipes/smoke/check_smoke.py): the pre-pass scores are finite, the trace and the gain/ metrics
 # are there, and the resumed run drew step 3's prompts from the same window state as the uninterrupted run.
 #
-#   python recipes/gsm8k/prepare.py --output-dir ~/data/verl-gain/gsm8k
+#   python recipes/prepare_math.py gsm8k
 #   bash recipes/smoke/gpu_smoke.sh            # ~10 min on one H100 incl. start-up (vLLM, pre-pass of 7,473 prompts)
+#   bash recipes/smoke/gpu_smoke.sh actor_rollout_ref.model.path=/models/qwen recipe.data_dir=/data   # other inputs
 #
-# Environment overrides: as recipes/gsm8k/run_qwen2.5-0.5b-instruct.sh (MODEL_PATH, DATA_DIR, N_GPUS, ...), plus
-# SMOKE_DIR (default /tmp/verl-gain-smoke).
+# The runs are the gsm8k_qwen2.5-0.5b-instruct recipe (recipes/run.sh) made small; extra arguments are hydra
+# overrides for both runs. Environment overrides: N_GPUS (default 1), SMOKE_DIR (default /tmp/verl-gain-smoke),
+# PYTHON.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PYTHON=${PYTHON:-python3}
+export PYTHON
 SMOKE_DIR=${SMOKE_DIR:-/tmp/verl-gain-smoke}
-export N_GPUS=${N_GPUS:-1}
-export TOTAL_STEPS=3
+N_GPUS=${N_GPUS:-1}
 rm -rf "$SMOKE_DIR"
 mkdir -p "$SMOKE_DIR"
 
 small=(
+  trainer.n_gpus_per_node="$N_GPUS"
+  trainer.total_training_steps=3
+  trainer.experiment_name=run
   data.train_batch_size=16
   actor_rollout_ref.actor.ppo_mini_batch_size=16
   actor_rollout_ref.rollout.n=4
@@ -33,17 +38,19 @@ small=(
   gain.adj_max=64
 )
 
-run() {  # run <checkpoint dir> <metrics file>
-  OUTPUT_DIR="$SMOKE_DIR" EXPERIMENT=run VERL_FILE_LOGGER_PATH="$2" \
-    bash "$HERE/../gsm8k/run_qwen2.5-0.5b-instruct.sh" "${small[@]}" trainer.default_local_dir="$1"
+run() {  # run <checkpoint dir> <metrics file> [hydra overrides]
+  local checkpoints=$1 metrics=$2
+  shift 2
+  VERL_FILE_LOGGER_PATH="$metrics" \
+    bash "$HERE/../run.sh" gsm8k_qwen2.5-0.5b-instruct "${small[@]}" trainer.default_local_dir="$checkpoints" "$@"
 }
 
-run "$SMOKE_DIR/first" "$SMOKE_DIR/first.jsonl"
+run "$SMOKE_DIR/first" "$SMOKE_DIR/first.jsonl" "$@"
 
 # A crash after step 2: keep that checkpoint, point the tracker at it, resume in a fresh process.
 cp -r "$SMOKE_DIR/first" "$SMOKE_DIR/resumed"
 rm -rf "$SMOKE_DIR/resumed/global_step_3"
 echo 2 > "$SMOKE_DIR/resumed/latest_checkpointed_iteration.txt"
-run "$SMOKE_DIR/resumed" "$SMOKE_DIR/resumed.jsonl"
+run "$SMOKE_DIR/resumed" "$SMOKE_DIR/resumed.jsonl" "$@"
 
 "$PYTHON" "$HERE/check_smoke.py" "$SMOKE_DIR"

@@ -9,8 +9,8 @@ from omegaconf import OmegaConf
 import verl_gain
 from verl_gain.cpu.adaptations import CONFIG_ADAPTATIONS, FP32_MIXED_PRECISION, LOGICAL_CPUS
 from verl_gain.cpu.backend import accelerator_available
-from verl_gain.cpu.environment import HF_ROLLOUT_NAME, TQ_DEFAULT_THREADS
 from verl_gain.cpu.config import CPU_FRIENDLY_DEFAULTS, CPUConfigError, apply_cpu_defaults, is_cpu_run, override_keys
+from verl_gain.cpu.environment import HF_ROLLOUT_NAME, TQ_DEFAULT_THREADS
 from verl_gain.main import CONFIG_NAME, select_device
 
 CONFIG_DIR = Path(verl_gain.__file__).parent / "trainer" / "config"

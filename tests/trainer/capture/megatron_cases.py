@@ -1,4 +1,4 @@
-"""What every gloo process runs for the Megatron capture tests (see ``test_megatron_capture.py``).
+"""What every gloo process runs for the Megatron capture tests (see ``test_megatron.py``).
 
 The full hidden states of a micro-batch are built on every rank from a seed, sharded exactly as verl 0.9.1 and
 megatron-core shard them (``verl.models.mcore.util.preprocess_thd_engine`` / ``preprocess_bshd_engine`` for the
