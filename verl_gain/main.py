@@ -56,7 +56,7 @@ def prepare_config(config: DictConfig, user_overrides: Iterable[str] = ()) -> Di
     if is_cpu_run(config):
         from verl_gain.cpu.backend import activate
 
-        activate()
+        activate(training_run=True)
         apply_cpu_defaults(config, user_overrides)
     if gain_enabled(config):
         check_gain_config(config)  # GAIN's own refusals first: they say what to set

@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from verl_gain.scoring.scores_file import read_scores
-from verl_gain.trainer.curriculum import STATE_FILE, TRACE_FILE, read_trace
-from verl_gain.trainer.prepass import SCORES_FILE
+from verl_gain.trainer.curriculum import SCORES_FILE, STATE_FILE, TRACE_FILE, read_trace
 
 SMOKE_STEPS, SMOKE_RESUMED_FROM = 3, 2
 

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -235,3 +236,39 @@ def test_bad_inputs_raise_clear_errors():
         SegmentSums(torch.zeros(1, 2, 3), torch.zeros(1, 2), torch.zeros(1, 2)) + SegmentSums(
             torch.zeros(2, 2, 3), torch.zeros(2, 2), torch.zeros(2, 2)
         )
+
+
+def test_undefined_terms_are_imputed_with_the_datasets_means_not_ranked_last():
+    from verl_gain.core.angles import TermMeans, ranking_keys
+
+    intra = np.array([0.80, 0.70, 0.0, 0.75, 0.0])  # row 2: 1-token question; row 4: no question at all
+    inter = np.array([0.60, 0.50, 0.55, 0.0, 0.0])  # row 3: empty fixed part
+    n_fixed = np.array([20, 20, 20, 0, 20])
+    n_question = np.array([10, 12, 1, 8, 0])
+    means = TermMeans.of(intra, inter, n_fixed, n_question)
+    assert means.intra == pytest.approx((0.80 + 0.70 + 0.75) / 3)  # over the rows with >= 2 question tokens
+    assert means.inter == pytest.approx((0.60 + 0.50 + 0.55) / 3)  # over the rows with both segments
+    keys = ranking_keys(intra, inter, n_fixed, n_question, inter_weight=2.0)
+    np.testing.assert_allclose(
+        keys,
+        [0.80 + 1.2, 0.70 + 1.0, means.intra + 1.1, 0.75 + 2 * means.inter, means.intra + 2 * means.inter],
+    )
+    raw = intra + 2.0 * inter
+    assert np.argmin(raw) in (3, 4) and np.argmin(keys) == 1  # the placeholders no longer rank them last
+    no_question_anywhere = TermMeans.of(intra, inter, n_fixed, np.zeros(5))
+    assert (no_question_anywhere.intra, no_question_anywhere.inter) == (0.0, 0.0)
+
+
+def test_mean_cosine_is_the_mean_over_every_pair_of_counted_tokens():
+    from verl_gain.core.angles import mean_concentration
+
+    torch.manual_seed(0)
+    hidden = torch.randn(1, 7, 16)
+    segments = torch.tensor([[0, 0, 1, 1, 1, IGNORE_SEGMENT, 1]])
+    sums = segment_sums_padded(hidden, torch.ones(1, 7), segments)
+    counted = hidden[0, segments[0] >= 0]
+    unit = counted / counted.norm(dim=-1, keepdim=True)
+    cosines = unit @ unit.T
+    n = len(counted)
+    expected = (cosines.sum() - cosines.diagonal().sum()) / (n * (n - 1))
+    assert float(mean_concentration(sums)[0]) == pytest.approx(float(expected), abs=1e-6)

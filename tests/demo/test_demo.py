@@ -37,7 +37,7 @@ def test_shortened_demo_trains_with_gain_and_writes_the_report(tmp_path) -> None
     assert sorted(val) == [0, 1, 2]
     assert set(val[0]) == {f"{DATA_SOURCE}/level{level}" for level in LEVELS}
     report_dir = out / run_folder.REPORT_DIR
-    for plot in ("curriculum.png", "levels.png", "scores.png", "reward.png", "accuracy.png"):
+    for plot in ("curriculum.png", "window_update.png", "levels.png", "scores.png", "reward.png", "accuracy.png"):
         assert (report_dir / plot).stat().st_size > 1000, plot
     report = (report_dir / "report.md").read_text()
     assert "| **all** |" in report and "## The curriculum" in report and f"over {STEPS} steps" in report

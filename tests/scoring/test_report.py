@@ -73,3 +73,26 @@ def test_inspect_prints_a_summary_writes_plots_and_checks_the_dataset(tmp_path, 
     assert cli_main(["inspect", str(scores), "--data", str(other)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "different dataset" in err and "re-run `verl-gain score`" in err
+
+
+def test_a_one_token_question_gets_the_datasets_mean_term_and_inspect_lists_it(tmp_path, capsys):
+    from verl_gain.core.angles import TermMeans
+
+    model = make_tiny_model_dir(tmp_path / "model", template="smollm2")
+    frame = example_dataset(12)
+    frame.at[5, "prompt"] = [{"role": "user", "content": "7"}]  # one question token: no question pairs
+    data = tmp_path / "data.parquet"
+    frame.to_parquet(data)
+    scores = tmp_path / "scores.parquet"
+    table = score_dataset(data, model, scores, ScoreConfig(), progress=False).scores
+    row = table.set_index("position").loc[5]
+    assert row["n_question"] == 1 and row["intra"] == 0.0  # the raw placeholder is kept; the counts tell
+    others = table[table["position"] != 5]
+    means = TermMeans.of(table["intra"], table["inter"], table["n_fixed"], table["n_question"])
+    assert means.intra == pytest.approx(others["intra"].mean())
+    assert row["key"] == pytest.approx(means.intra + row["inter"])  # ranked as an average question on intra
+    assert row["key"] > table["key"].min() or row["inter"] <= others["inter"].min()
+    capsys.readouterr()
+    assert cli_main(["inspect", str(scores), "--data", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert "prompts ranked with an imputed term (1:" in out and "row      5" in out

@@ -24,7 +24,8 @@ from hydra import compose, initialize_config_dir
 import verl_gain
 from tests.e2e import REPO_ROOT, arithmetic_rows
 from tests.tiny import make_tokenizer
-from verl_gain.trainer.curriculum import build_curriculum
+from verl_gain.core.angles import TermMeans
+from verl_gain.trainer.curriculum import PrepassScores, build_curriculum
 from verl_gain.trainer.dataset import POSITION_KEY, GainRLHFDataset
 from verl_gain.trainer.trainers import _build_train_dataloader
 
@@ -44,6 +45,9 @@ def make_trainer(root: Path, seed: int):
         "gain.sigma=2.0",
         "gain.n=2.0",
         "gain.adj_max=4.0",
+        "gain.sigma_fraction=null",
+        "gain.n_fraction=null",
+        "gain.adj_max_fraction=null",
         f"gain.seed={seed}",
         f"gain.trace_path={root / 'trace.jsonl'}",
         f"data.train_files={train_file}",
@@ -55,7 +59,8 @@ def make_trainer(root: Path, seed: int):
         config = compose("verl_gain_trainer", overrides=overrides)
     dataset = GainRLHFDataset(str(train_file), make_tokenizer("chatml"), config.data)
     curriculum = build_curriculum(config, len(dataset))
-    curriculum.attach_scores(np.random.default_rng(0).normal(size=ROWS))  # the same scores in every process
+    keys = np.random.default_rng(0).normal(size=ROWS)  # the same scores in every process
+    curriculum.attach_scores(PrepassScores(keys=keys, term_means=TermMeans(0.5, 0.5)))
     trainer = SimpleNamespace(config=config, train_dataset=dataset, gain=curriculum)
     trainer.train_dataloader = _build_train_dataloader(trainer, curriculum.sampler)
     trainer.iterator = None

@@ -6,15 +6,16 @@ legacy: at an epoch boundary, where verl skips restoring the dataloader). Checke
 - the pre-pass (through the real actor workers) equals ``verl-gain score`` on the same prompts and model;
 - every step's batch is exactly what a ``GainController`` replaying the logged updates draws (so batches come from
   the window, and the window moved by the logged accuracy and angle);
-- each logged ``delta`` is the update rule applied to the logged accuracy and angle;
+- each logged ``delta`` is the update rule applied to the logged accuracy and angle signal, term by term;
 - the step accuracy is the per-prompt mean of the rewards verl dumped for that step (``trainer.rollout_data_dir``);
-- the first step's angle is the mean pre-pass key of its prompts (same weights, same prompts);
+- the first step's angle is the mean pre-pass key of its prompts (same weights, same prompts), so its key change is 0;
 - the resumed run draws exactly the batches the uninterrupted run drew, from the step after its checkpoint.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -23,10 +24,9 @@ import pandas as pd
 import pytest
 
 from tests.e2e import REPO_ROOT, arithmetic_rows, base_overrides, make_fixture, run_main
-from verl_gain.core.controller import GainController, window_update
+from verl_gain.core.controller import GainController, window_move
 from verl_gain.scoring.scores_file import read_scores
-from verl_gain.trainer.curriculum import TRACE_FILE, read_trace
-from verl_gain.trainer.prepass import SCORES_FILE
+from verl_gain.trainer.curriculum import SCORES_FILE, TRACE_FILE, read_trace
 from verl_gain.trainer.settings import GainSettings
 
 pytestmark = pytest.mark.e2e
@@ -36,7 +36,17 @@ PROMPTS_PER_STEP = 4
 STEPS_PER_EPOCH = TRAIN_ROWS // PROMPTS_PER_STEP
 TOTAL_STEPS = 16
 RESUME_AT = {"v1": 4, "legacy": STEPS_PER_EPOCH}  # mid-epoch / exactly at an epoch boundary
-GAIN_OPTIONS = {"sigma": 1.5, "n": 3.0, "adj_max": 6.0, "inter_weight": 1.0, "seed": 11}
+GAIN_OPTIONS = {
+    "sigma": 1.5,
+    "n": 3.0,
+    "adj_max": 6.0,
+    "inter_weight": 1.0,
+    "seed": 11,
+    # absolute ranks: the fraction defaults off
+    "sigma_fraction": None,
+    "n_fraction": None,
+    "adj_max_fraction": None,
+}
 AGREEMENT = 1e-5
 PROMPT_LENGTH = 192
 """Longer than every prompt with the SmolLM2 template (~110 byte tokens): rollout truncates nothing, so the
@@ -64,7 +74,7 @@ def gain_overrides(fixture, kind: str, total_steps: int, rollout_dir: str = "rol
             use_v1=kind == "v1",
         ),
         "gain.enable=True",
-        *[f"gain.{key}={value}" for key, value in GAIN_OPTIONS.items()],
+        *[f"gain.{key}={'null' if value is None else value}" for key, value in GAIN_OPTIONS.items()],
         "trainer.save_freq=1",
         f"trainer.rollout_data_dir={fixture.root / rollout_dir}",
         f"reward.custom_reward_function.path={reward}",
@@ -97,6 +107,12 @@ def runs(request, tmp_path_factory):
     ]
     second = run_main(overrides, metrics_path=root / "resumed.jsonl").check()
     return kind, fixture, first, second, resumed_dir
+
+
+def logged_signal(metrics: dict) -> float | None:
+    """The angle signal a step's update used (NaN in the log: none)."""
+    value = metrics["gain/angle_signal"]
+    return None if value is None or math.isnan(value) else value
 
 
 def scores_and_trace(checkpoint_dir: Path) -> tuple[pd.DataFrame, list[dict]]:
@@ -133,9 +149,13 @@ def test_batches_are_the_windows_draws_and_mu_follows_the_rule(runs):
         metrics = logged[record["step"]]
         drawn = replay.sample(PROMPTS_PER_STEP).tolist()
         assert sorted(drawn) == sorted(record["positions"]), f"step {record['step']}"
-        expected_delta = window_update(metrics["gain/step_acc"], metrics["gain/step_angle"], settings.window())
-        assert metrics["gain/delta"] == pytest.approx(expected_delta, abs=1e-9)
-        assert replay.update(metrics["gain/step_acc"], metrics["gain/step_angle"]) == pytest.approx(expected_delta)
+        signal = logged_signal(metrics)
+        scale = settings.window().scale(TRAIN_ROWS)
+        expected = window_move(metrics["gain/step_acc"], signal, scale, settings.alpha, settings.beta)
+        assert metrics["gain/delta_acc"] == pytest.approx(expected.acc_term, abs=1e-9)
+        assert metrics["gain/delta_angle"] == pytest.approx(expected.angle_term, abs=1e-9)
+        assert metrics["gain/delta"] == pytest.approx(expected.delta, abs=1e-9)
+        assert replay.update(metrics["gain/step_acc"], signal).delta == pytest.approx(expected.delta)
         assert metrics["gain/mu"] == pytest.approx(replay.mu)
     assert logged[TOTAL_STEPS]["gain/mu"] > logged[1]["gain/mu"]  # the window moved on
     assert logged[TOTAL_STEPS]["gain/coverage"] > logged[1]["gain/coverage"]
@@ -164,6 +184,10 @@ def test_first_step_angle_is_the_prepass_key_of_its_prompts(runs):
     key = prepass.set_index("position")["key"]
     expected = float(np.mean([key[p] for p in trace[0]["positions"]]))
     assert first.metric("gain/step_angle")[1] == pytest.approx(expected, abs=AGREEMENT)
+    # the default signal: how far the model moved these prompts' keys since the pre-pass, none yet at step 1
+    spread = float(key.std(ddof=0))
+    assert abs(first.metric("gain/signal/key_change")[1]) <= AGREEMENT / spread
+    assert first.metric("gain/angle_measured")[1] == 1.0 and first.metric("gain/angle_fallback")[1] == 0.0
 
 
 def test_resumed_run_continues_the_curriculum_exactly(runs):
@@ -195,7 +219,7 @@ def test_resumed_run_continues_the_curriculum_exactly(runs):
     for record in resumed[k:]:
         assert sorted(replay.sample(PROMPTS_PER_STEP).tolist()) == sorted(record["positions"]), record["step"]
         metrics = logged[record["step"]]
-        replay.update(metrics["gain/step_acc"], metrics["gain/step_angle"])
+        replay.update(metrics["gain/step_acc"], logged_signal(metrics))
         assert metrics["gain/mu"] == pytest.approx(replay.mu)
 
 

@@ -16,6 +16,7 @@ SUBCOMMANDS: dict[str, str] = {
     "score": "verl_gain.cli.score",
     "inspect": "verl_gain.cli.inspect",
     "eval": "verl_gain.cli.eval",
+    "plan": "verl_gain.cli.plan",
 }
 
 

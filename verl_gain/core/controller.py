@@ -106,7 +106,7 @@ class GainConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"gain.{name} must be a finite number, got {value!r}")
             setattr(self, name, float(value))
-        if self.sigma_fraction is None and self.sigma <= 0:
+        if self.sigma <= 0:
             raise ValueError(
                 f"gain.sigma must be > 0 (a window width in ranks), got {self.sigma}; "
                 "the paper used 1000, or set gain.sigma_fraction (e.g. 0.1) for a width relative to the dataset"

@@ -26,10 +26,18 @@ AngleModel = Callable[[np.ndarray], "float | None"]
 BLOCK_STEPS = 10
 """Distinct prompts are counted per block of this many steps (the issue's 'distinct prompts per 10 steps')."""
 MIN_END_SHARE = 0.5
-"""The projection warns when, at the target accuracy, the window reaches the end before this share of the run: the
-rest of the run then samples the end of the order (or, widened, the whole order again)."""
+"""The projection warns when, at an accuracy halfway from the target to 1, the window reaches the end before this
+share of the run: the rest of the run then samples the end of the order (or, widened, the whole order again)."""
 COSINE_BOUND = 1.0
 """Before the pre-pass no cosine is known: the projection assumes the largest one (the fastest window)."""
+
+
+def crossing_n_fraction(steps: int, accuracy: float, beta: float, alpha: float) -> float:
+    """The step scale (a fraction of N) with which the window crosses the whole order in ``steps`` steps at a flat
+    ``accuracy`` above ``beta``, the angle term at 0: ``1 / (steps tanh(alpha (accuracy - beta)))``, at most 1."""
+    if steps <= 0 or accuracy <= beta:
+        raise ValueError(f"need steps > 0 and accuracy > beta (got {steps}, {accuracy}, beta {beta})")
+    return min(1.0, 1.0 / (steps * math.tanh(alpha * (accuracy - beta))))
 
 
 def flat_accuracy(value: float) -> AccuracyCurve:
@@ -102,6 +110,8 @@ class Plan:
     batch_size: int
     steps: list[PlanStep] = field(default_factory=list)
     block_distinct: list[int] = field(default_factory=list)
+    final_mu: float = 0.0
+    """mu after the last step's update."""
 
     @property
     def end_step(self) -> int | None:
@@ -112,10 +122,6 @@ class Plan:
     def coverage(self) -> float:
         """Fraction of the training set drawn at least once."""
         return self.steps[-1].distinct / self.num_samples if self.steps else 0.0
-
-    @property
-    def final_mu(self) -> float:
-        return self.steps[-1].mu + self.steps[-1].delta if self.steps else 0.0
 
 
 def simulate(
@@ -174,6 +180,7 @@ def simulate(
             block = set()
         if progress is not None:
             progress(step)
+    plan.final_mu = controller.mu
     return plan
 
 
@@ -208,20 +215,21 @@ def project(
     assumption: str,
 ) -> Projection:
     """The window's end step at flat accuracies ``beta``, ``(1 + beta) / 2`` and 1, with warnings that say what to
-    change: the end reached before ``MIN_END_SHARE`` of the run at the target accuracy (too fast), or not reached
-    at all at accuracy 1 (part of the order never trained on)."""
+    change: the end reached before ``MIN_END_SHARE`` of the run at ``(1 + beta) / 2`` (too fast), or not reached at
+    all at accuracy 1 (part of the order never the window's centre)."""
     ends = {
         acc: simulate(scores, config, batch_size, total_steps, flat_accuracy(acc), angle).end_step
         for acc in projection_accuracies(config.beta)
     }
     n = len(scores)
     warnings = []
-    at_target = ends[min(ends)]
-    if at_target is not None and at_target < MIN_END_SHARE * total_steps:
+    halfway = round((1.0 + config.beta) / 2, 4)
+    early = ends[halfway]
+    if early is not None and early < MIN_END_SHARE * total_steps:
         warnings.append(
-            f"at the target accuracy (gain.beta={config.beta:g}) the window reaches the end at step {at_target} of "
-            f"{total_steps}: the rest of the run samples the end of the order (gain.at_end={config.at_end}); "
-            "lower gain.n_fraction (or gain.n) to spread the order over the run"
+            f"at accuracy {halfway:g} the window reaches the end at step {early} of {total_steps}: the rest of the "
+            f"run samples the end of the order (gain.at_end={config.at_end}); lower gain.n_fraction (or gain.n) to "
+            "spread the order over the run"
         )
     if ends[1.0] is None:
         plan = simulate(scores, config, batch_size, total_steps, flat_accuracy(1.0), angle)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from verl_gain.cpu.adaptations import install
-from verl_gain.cpu.environment import CPU_PLATFORM, is_selected, worker_env_vars
+from verl_gain.cpu.environment import CPU_PLATFORM, WITHOUT_MEGATRON_ENV, is_selected, worker_env_vars
 from verl_gain.verl_version import check_verl_version
 
 
@@ -31,13 +31,19 @@ def accelerator_available() -> bool:
     return False
 
 
-def activate() -> None:
+def activate(training_run: bool = False) -> None:
     """Select the CPU platform in this process and the processes it starts; install the adaptations (idempotent).
+
+    Args:
+        training_run: this process drives a CPU training run (``python -m verl_gain.main``): megatron-core is kept
+            out of it and of every process it starts (the adaptation ``no_megatron_import``).
 
     Raises ``UnsupportedVerlVersion`` (one line, what to install) if verl is outside the tested range.
     """
     check_verl_version()
     os.environ.update(worker_env_vars())
+    if training_run:
+        os.environ[WITHOUT_MEGATRON_ENV] = "1"
     install()
     from verl.plugin.platform import get_platform, set_platform
 

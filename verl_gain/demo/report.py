@@ -25,8 +25,8 @@ from verl_gain.core.controller import order_by_score
 from verl_gain.demo.launcher import read_metrics
 from verl_gain.demo.run_folder import CHECKPOINTS_DIR, DATA_DIR, METRICS_FILE, REPORT_DIR, SETTINGS_FILE
 from verl_gain.scoring.report import spearman
-from verl_gain.trainer.curriculum import TRACE_FILE, read_trace
-from verl_gain.trainer.prepass import SCORES_FILE
+from verl_gain.trainer.curriculum import SCORES_FILE, TRACE_FILE, read_trace
+from verl_gain.trainer.settings import GainSettings
 
 VAL_ACC = re.compile(r"^val-core/(?P<source>.+)/acc/mean@1$")
 """verl's validation metric of a data source's mean accuracy (one greedy answer per prompt)."""
@@ -118,6 +118,61 @@ def plot_curriculum(run: dict[str, Any], path: Path) -> None:
     ax.set_title("GAIN curriculum: the window and the prompts drawn")
     ax.legend(loc="upper left")
     _save(fig, path)
+
+
+SIGNALS = ("key_change", "standardized_key", "mean_cosine")
+"""The angle signals every step logs (``gain/signal/<name>``): the one in use drives the window."""
+
+
+def plot_window_update(run: dict[str, Any], path: Path) -> None:
+    """The update per step, term by term, and every angle signal the step measured."""
+    trace = run["trace"]
+    steps = np.array([r["step"] for r in trace])
+    used = _angle_signal_of(run)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    width = 0.35
+    top.bar(steps - width / 2, [r.get("delta_acc") or 0.0 for r in trace], width, label="n tanh(alpha (acc - beta))")
+    top.bar(steps + width / 2, [r.get("delta_angle") or 0.0 for r in trace], width, label="n tanh(alpha a)")
+    top.plot(steps, [r["delta"] for r in trace], color="black", marker="o", label="delta (clamped)")
+    top.axhline(0, color="0.6", linewidth=0.8)
+    top.set_ylabel("ranks")
+    top.set_title("The window update, term by term")
+    top.legend(fontsize=8)
+    alpha = float(run["settings"].get("gain", {}).get("alpha", GainSettings().alpha))
+    for name in SIGNALS:
+        values = np.array([np.nan if r.get(f"signal/{name}") is None else r[f"signal/{name}"] for r in trace])
+        bold = name == used
+        label = f"{name}: a {np.nanmin(values):.3g} to {np.nanmax(values):.3g}" + (" (in use)" if bold else "")
+        bottom.plot(steps, np.tanh(alpha * values), marker="o", linewidth=2.5 if bold else 1, label=label)
+    bottom.axhline(0, color="0.6", linewidth=0.8)
+    bottom.set_ylim(-1.05, 1.05)
+    bottom.set_xlabel("training step")
+    bottom.set_ylabel(f"tanh(alpha a), alpha = {alpha:g}\n(the angle term / n)")
+    bottom.set_title("Every angle signal measured (near +-1: saturated, a constant push)")
+    bottom.legend(fontsize=8)
+    _save(fig, path)
+
+
+def _angle_signal_of(run: dict[str, Any]) -> str | None:
+    """The signal in use: the one equal to the logged ``angle_signal`` on the first step."""
+    first = run["trace"][0]
+    for name in SIGNALS:
+        value = first.get(f"signal/{name}")
+        if value is not None and first.get("angle_signal") is not None and abs(value - first["angle_signal"]) < 1e-12:
+            return name
+    return None
+
+
+def window_motion(trace: list[dict[str, Any]]) -> dict[str, float]:
+    """What moved the window: the sums over steps of each term and of the clamped delta (ranks)."""
+    return {
+        "acc_term": float(sum(r.get("delta_acc") or 0.0 for r in trace)),
+        "angle_term": float(sum(r.get("delta_angle") or 0.0 for r in trace)),
+        "delta": float(sum(r["delta"] for r in trace)),
+        "clamped_steps": float(
+            sum(1 for r in trace if r["delta"] != (r.get("delta_acc") or 0.0) + (r.get("delta_angle") or 0.0))
+        ),
+    }
 
 
 def level_shares(run: dict[str, Any]) -> tuple[list[int], np.ndarray]:
@@ -245,13 +300,19 @@ def summary_markdown(run: dict[str, Any], plots: list[str]) -> str:
         third = max(1, len(trace) // 3)
         early, late = shares[:third].mean(0), shares[-third:].mean(0)
         rho = spearman(scores["key"].to_numpy(), run["train_levels"])
+        motion = window_motion(trace)
         lines += [
             "",
             "## The curriculum",
             "",
             f"- mu: {trace[0]['mu_before']:.1f} -> {trace[-1]['mu']:.1f} ranks over {len(trace)} steps "
             f"(sigma {trace[0]['sigma']:.1f} ranks, {len(scores)} prompts); "
-            f"{trace[-1]['coverage']:.0%} of the training set drawn at least once.",
+            f"{trace[-1]['coverage']:.0%} of the training set drawn at least once"
+            + (", the end of the order reached" if any(r.get("at_end") for r in trace) else "")
+            + ".",
+            f"- What moved the window (sums over the steps, ranks): accuracy term {motion['acc_term']:+.1f}, angle "
+            f"term {motion['angle_term']:+.1f}, delta after the clamps {motion['delta']:+.1f} "
+            f"({motion['clamped_steps']:.0f} of {len(trace)} steps clamped).",
             f"- Spearman rho between the ranking key and the difficulty level over the training set: {rho:+.3f} "
             f"({'higher' if rho > 0 else 'lower'} angle concentration on harder levels: the window, which starts at "
             f"the highest concentration, visits the {'harder' if rho > 0 else 'easier'} levels first).",
@@ -278,6 +339,7 @@ def write_report(run_dir: str | Path) -> Path:
     if run["trace"]:
         for name, plot in (
             ("curriculum.png", plot_curriculum),
+            ("window_update.png", plot_window_update),
             ("levels.png", plot_levels),
             ("scores.png", plot_scores),
         ):

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from verl_gain.core.controller import PAPER_ALPHA, PAPER_BETA
+from verl_gain.core.planner import crossing_n_fraction
 from verl_gain.demo.launcher import RunResult, run_main
 from verl_gain.demo.run_folder import CHECKPOINTS_DIR, DATA_DIR, LOG_FILE, METRICS_FILE, SETTINGS_FILE, clear_run
 from verl_gain.model_sources import SMOLLM2_NAME, resolve_model
@@ -31,11 +33,20 @@ from verl_gain.tasks import arithmetic
 EXPECTED_MINUTES = 12
 """Measured ``make demo`` from a fresh clone on the 2-core CPU this project runs on: 11.9 min, set-up included
 (docs/results.md)."""
-DEMO_WINDOW = {"sigma_fraction": 0.1, "n": 24.0, "adj_max": 48.0}
-"""The window for a 320-prompt task and ~10 steps. The paper's n = 500, adj_max = 1000, sigma = 1000 positions are
-sized for datasets of 7k-40k prompts and 200+ steps. Here sigma is 10% of the data, and n is set so that mu crosses
-the order in ~10-15 steps: on SmolLM2 the angle term is saturated (key ~1.3, tanh(2 x 1.3) ~ 0.99), so delta ~ n at
-50% accuracy and 320 / 24 ~ 13 steps; adj_max = 2n keeps the paper's ratio adj_max / n (1000 / 500)."""
+CROSSING_ACCURACY = 0.75
+"""The demo's window is sized to its run: at this flat step accuracy (halfway from the target, 0.5, to 1) and the
+angle term at 0 it crosses the whole order in the run's steps (``verl_gain.core.planner.crossing_n_fraction``), the
+rule the shipped recipes follow for their 200 steps (docs/recipes.md)."""
+ADJ_MAX_PER_N = 2.0
+"""adj_max = 2 n: the paper's ratio adj_max / n (1000 / 500)."""
+
+
+def demo_window(steps: int) -> dict[str, float]:
+    """``gain.*`` values that size the window to a ``steps``-step run (the paper's alpha and beta)."""
+    n_fraction = crossing_n_fraction(steps, CROSSING_ACCURACY, beta=PAPER_BETA, alpha=PAPER_ALPHA)
+    return {"n_fraction": round(n_fraction, 4), "adj_max_fraction": round(min(1.0, ADJ_MAX_PER_N * n_fraction), 4)}
+
+
 MAX_MICRO_BATCH = 8
 """Rows per forward/backward micro-batch: bounds a CPU worker's activation memory (~4-5 GB per worker at 8)."""
 PROGRESS_PATTERN = re.compile(r"\[verl-gain\]|Training Progress|\b\w*Error: |Traceback")
@@ -64,7 +75,8 @@ class DemoSettings:
         test_freq: held-out evaluation every this many steps (always before the first and after the last step).
         seed: task, sampler and curriculum seed.
         workers: trainer workers (FSDP data-parallel ranks on the CPU backend).
-        gain: ``gain.*`` overrides (window and update parameters) for ``sampling=gain``.
+        gain: ``gain.*`` overrides (window and update parameters) for ``sampling=gain``, on top of
+            ``demo_window(steps)``.
         task_seed: seed of the generated task (the same task across benchmark seeds).
         timeout_s: the training subprocess is killed past this.
     """
@@ -83,7 +95,7 @@ class DemoSettings:
     test_freq: int | None = 5
     seed: int = 0
     workers: int = 2
-    gain: dict[str, Any] = field(default_factory=lambda: dict(DEMO_WINDOW))
+    gain: dict[str, Any] = field(default_factory=dict)
     task_seed: int = arithmetic.DEFAULT_SEED
     timeout_s: float = 3600.0
 
@@ -150,7 +162,8 @@ def trainer_overrides(settings: DemoSettings, model_dir: Path, train: Path, test
         f"gain.seed={settings.seed}",
     ]
     if settings.sampling == "gain":
-        overrides += [f"gain.{key}={value}" for key, value in settings.gain.items()]
+        window = {**demo_window(settings.steps), **settings.gain}
+        overrides += [f"gain.{key}={value}" for key, value in window.items()]
     return overrides
 
 

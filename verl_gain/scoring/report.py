@@ -17,6 +17,7 @@ import pandas as pd
 
 from verl_gain.scoring.constants import TOP_PROMPTS
 from verl_gain.scoring.errors import ScoringInputError
+from verl_gain.scoring.scores_file import degenerate_rows
 
 DIFFICULTY_COLUMNS = ("level", "difficulty")
 """Columns looked for (in this order) when no ``--by`` column is named."""
@@ -115,6 +116,23 @@ def summarize(
     )
     if abs(figures["rho_key_question_tokens"]) > 0.9:
         lines.append("WARNING: the key is almost a function of question length; check the capture point and segments")
+    degenerate = degenerate_rows(scores)
+    figures["degenerate"] = float(len(degenerate))
+    if len(degenerate):
+        lines.append(
+            f"prompts ranked with an imputed term ({len(degenerate)}: a question of fewer than 2 tokens has no "
+            "C_intra, no fixed part no C_inter; the dataset's mean term stands in):"
+        )
+        for _, row in degenerate.head(top).iterrows():
+            text = ""
+            if data is not None and prompt_key in data.columns:
+                text = " " + _preview(question_text(data[prompt_key].iloc[int(row["position"])]))
+            lines.append(
+                f"  row {int(row['position']):>6} key {row['key']:.4f} q_tokens {int(row['n_question']):>4} "
+                f"fixed_tokens {int(row['n_fixed']):>4}{text}"
+            )
+        if len(degenerate) > top:
+            lines.append(f"  ... and {len(degenerate) - top} more")
 
     if data is not None:
         column = by or next((c for c in DIFFICULTY_COLUMNS if c in data.columns), None)

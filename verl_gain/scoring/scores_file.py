@@ -70,6 +70,8 @@ INFO_KEY = b"verl_gain.info"
 FORMAT_VERSION = 1
 SCORE_COLUMNS = ("position", "index", *STAT_FIELDS, "n_tokens")
 COUNT_COLUMNS = ("n_fixed", "n_question", "n_tokens")
+OPTIONAL_COLUMNS = ("mean_cosine",)
+"""Columns a scores file may lack (files written before they existed); everything reading them checks."""
 """Integer columns (token counts); the other statistics are float64."""
 WEIGHTS_SAMPLE_BYTES = 1 << 20
 WEIGHTS_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
@@ -264,7 +266,7 @@ def write_scores(
 ) -> Path:
     """Write a scores table with its fingerprint (and optional run info) atomically (temp file + rename)."""
     path = Path(path)
-    missing = [c for c in SCORE_COLUMNS if c not in scores.columns]
+    missing = [c for c in SCORE_COLUMNS if c not in scores.columns and c not in OPTIONAL_COLUMNS]
     if missing:
         raise ValueError(f"scores table lacks columns {missing}")
     table = pa.Table.from_pandas(scores.reset_index(drop=True), preserve_index=False)

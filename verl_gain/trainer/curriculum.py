@@ -32,6 +32,8 @@ from verl_gain.trainer.settings import GainSettings
 
 STATE_FILE = "gain_state.pt"
 """Curriculum state saved in each ``global_step_k`` folder (verl skips restoring ``data.pt`` at epoch boundaries)."""
+SCORES_FILE = "gain_scores.parquet"
+"""The pre-pass result, written in ``trainer.default_local_dir`` (``trainer/prepass.py``) and reused on resume."""
 TRACE_FILE = "gain_trace.jsonl"
 """One JSON line per training step, next to the checkpoints unless ``gain.trace_path`` says otherwise."""
 METRIC_PREFIX = "gain/"

@@ -36,12 +36,9 @@ from verl_gain.scoring.scores_file import (
 from verl_gain.scoring.segments import PromptSegmenter, SegmentedPrompt
 from verl_gain.trainer.capture import SEGMENT_IDS_KEY, STATS_KEY
 from verl_gain.trainer.compat import assign_non_tensor, copy_to_local
-from verl_gain.trainer.curriculum import PrepassScores
+from verl_gain.trainer.curriculum import SCORES_FILE, PrepassScores
 from verl_gain.trainer.settings import GainSettings
 from verl_gain.trainer.worker import PromptSegmentTable
-
-SCORES_FILE = "gain_scores.parquet"
-"""The pre-pass result, written in ``trainer.default_local_dir`` and reused on resume."""
 
 
 def local_model_path(config: DictConfig) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from verl_gain.core.angle_signal import ANGLE_SIGNALS, STANDARDIZED_KEY
+from verl_gain.core.angle_signal import ANGLE_SIGNALS, KEY_CHANGE
 from verl_gain.core.controller import GainConfig
 
 ACC_SOURCES = ("acc", "threshold")
@@ -52,7 +52,7 @@ class GainSettings(GainConfig):
     step_angle: str = "prompt"
     prepass_batch_size: int = 256
     trace_path: str | None = None
-    angle_signal: str = STANDARDIZED_KEY
+    angle_signal: str = KEY_CHANGE
     max_steps_without_angle: int = DEFAULT_MAX_STEPS_WITHOUT_ANGLE
 
     def __post_init__(self) -> None:

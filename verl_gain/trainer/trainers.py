@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from verl_gain.trainer.compat import PPOTrainerSync, RayPPOTrainer, collate_fn, tq
@@ -40,6 +41,13 @@ class GainScoresMixin:
         )
         self.gain.attach_scores(scores)
         self.gain.print_projection(self.total_training_steps)
+
+
+def _rows(tensor: torch.Tensor) -> np.ndarray:
+    """``[R, F]`` fp64 from a per-trajectory field (TransferQueue hands a per-row vector back as a nested tensor)."""
+    if tensor.is_nested:
+        tensor = torch.stack(list(tensor.unbind()))
+    return tensor.double().numpy()
 
 
 def _build_train_dataloader(trainer: Any, sampler: Any) -> StatefulDataLoader:
@@ -90,7 +98,7 @@ class GainPPOTrainerSync(GainScoresMixin, PPOTrainerSync):
         reward_info = [(f or {}).get("reward_extra_info") or {} for f in data["extra_fields"]]
         acc = [r["acc"] for r in reward_info] if all("acc" in r for r in reward_info) else None
         scores = np.array([float(t.sum()) for t in data["rm_scores"].unbind()])
-        stats = data[STEP_STATS_KEY].double().numpy() if STEP_STATS_KEY in fields else None  # [R, F]
+        stats = _rows(data[STEP_STATS_KEY]) if STEP_STATS_KEY in fields else None  # [R, F]
         is_padding = np.array([bool(tag.get("is_padding", False)) for tag in batch.tags])
         metrics.update(
             self.gain.finish_step(
