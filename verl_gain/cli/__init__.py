@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, str] = {
     "inspect": "verl_gain.cli.inspect",
     "eval": "verl_gain.cli.eval",
     "plan": "verl_gain.cli.plan",
+    "check-signal": "verl_gain.cli.check_signal",
 }
 
 
