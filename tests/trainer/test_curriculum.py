@@ -290,3 +290,37 @@ def test_yaml_defaults_are_the_settings_defaults():
 
     yaml = CONFIG_DIR / "gain" / "default.yaml"
     assert GainSettings.from_config(OmegaConf.load(yaml)) == GainSettings()
+
+
+@pytest.mark.parametrize("order", ["key", "reversed", "random", "file"])
+def test_the_window_can_move_over_another_order_while_the_signal_keeps_the_keys(order, tmp_path):
+    import pandas as pd
+
+    keys = np.linspace(1.4, 1.2, 50)
+    if order == "file":
+        accuracy = np.linspace(0.0, 1.0, 50)  # e.g. the initial model's accuracy: easy (high) first
+        path = tmp_path / "order.parquet"
+        pd.DataFrame({"position": np.arange(50)[::-1], "order_key": accuracy[::-1]}).to_parquet(path)
+        order = str(path)
+    settings = absolute(sigma=5.0, order=order, seed=4)
+    cur = curriculum(settings, keys)
+    expected = {
+        "key": np.arange(50),
+        "reversed": np.arange(50)[::-1],
+        "random": np.argsort(-np.random.default_rng(4).permutation(50), kind="stable"),
+    }.get(order, np.arange(50)[::-1])
+    np.testing.assert_array_equal(cur.controller.order, expected)
+    metrics = cur.update(summarize_step(["a"], [7], np.array([1.0]), stats_row(0.8, 0.6)[None]), step=1)
+    dist = KeyDistribution.of(keys)
+    assert metrics["gain/signal/key_change"] == pytest.approx((1.4 - keys[7]) / dist.sd)  # the ranking keys, always
+
+
+def test_a_bad_order_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="gain.order must be one of"):
+        GainSettings(order="easy-first")
+    import pandas as pd
+
+    short = tmp_path / "short.parquet"
+    pd.DataFrame({"position": [0, 1], "order_key": [1.0, 0.0]}).to_parquet(short)
+    with pytest.raises(ValueError, match="2 rows for 50 training rows"):
+        curriculum(absolute(sigma=5.0, order=str(short)), np.zeros(50))

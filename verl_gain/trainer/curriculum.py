@@ -28,7 +28,7 @@ from verl_gain.core.angles import STAT_FIELDS, TermMeans, ranking_keys
 from verl_gain.core.controller import GainController
 from verl_gain.core.planner import Projection, constant_angle, prepass_angle, project
 from verl_gain.core.sampler import GainSampler
-from verl_gain.trainer.settings import GainSettings
+from verl_gain.trainer.settings import ORDER_COLUMN, ORDER_KEY, ORDER_RANDOM, ORDER_REVERSED, GainSettings
 
 STATE_FILE = "gain_state.pt"
 """Curriculum state saved in each ``global_step_k`` folder (verl skips restoring ``data.pt`` at epoch boundaries)."""
@@ -82,6 +82,32 @@ class PrepassScores:
     keys: np.ndarray
     term_means: TermMeans
     mean_cosine: np.ndarray | None = None
+
+
+def order_keys(order: str, keys: np.ndarray, seed: int) -> np.ndarray:
+    """``[N]`` values the window's order sorts by (highest first): the ranking keys themselves (``key``), their
+    negation (``reversed``: the lowest concentration first), a permutation from ``seed`` (``random``: the window's
+    mechanics without the angle order), or a parquet file's ``order_key`` by ``position`` (e.g. an accuracy-based
+    order). The angle signal always uses the ranking keys."""
+    if order == ORDER_KEY:
+        return keys
+    if order == ORDER_REVERSED:
+        return -keys
+    if order == ORDER_RANDOM:
+        return np.random.default_rng(seed).permutation(len(keys)).astype(np.float64)
+    import pandas as pd
+
+    table = pd.read_parquet(order)
+    if not {"position", ORDER_COLUMN} <= set(table.columns):
+        raise ValueError(f"gain.order file {order} needs columns position and {ORDER_COLUMN}")
+    values = pd.Series(table[ORDER_COLUMN].to_numpy(np.float64), index=table["position"].to_numpy(np.int64))
+    missing = np.setdiff1d(np.arange(len(keys)), values.index.to_numpy())
+    if missing.size or len(values) != len(keys):
+        raise ValueError(
+            f"gain.order file {order} has {len(values)} rows for {len(keys)} training rows (missing positions "
+            f"{missing[:5].tolist()}): write one order_key per training row"
+        )
+    return values.loc[np.arange(len(keys))].to_numpy()
 
 
 class AngleSignalLost(RuntimeError):
@@ -193,7 +219,8 @@ class TrainerCurriculum:
         """Create the controller over the pre-pass keys (one per training row, higher = drawn earlier)."""
         self.prepass = prepass
         self.key_distribution = KeyDistribution.of(prepass.keys)
-        self.controller = GainController(prepass.keys, self.settings.window())
+        order = order_keys(self.settings.order, prepass.keys, self.settings.seed)
+        self.controller = GainController(order, self.settings.window())
         self.sampler.attach(self.controller)
         return self.controller
 
@@ -213,9 +240,8 @@ class TrainerCurriculum:
             if self.settings.step_angle == "none"
             else prepass_angle(self.settings.angle_signal, self.prepass.keys, self.prepass.mean_cosine)
         )
-        return project(
-            self.prepass.keys, window, self.batch_size, total_steps, angle, "angle signal as the pre-pass keys give it"
-        )
+        order = order_keys(self.settings.order, self.prepass.keys, self.settings.seed)
+        return project(order, window, self.batch_size, total_steps, angle, "angle signal as the pre-pass keys give it")
 
     def print_projection(self, total_steps: int) -> Projection:
         """Print the projection (one line, then one per warning)."""

@@ -8,6 +8,7 @@ single place that checks them and says how to fix a bad value.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from verl_gain.core.angle_signal import ANGLE_SIGNALS, KEY_CHANGE
@@ -31,6 +32,14 @@ DEFAULT_MAX_STEPS_WITHOUT_ANGLE = 3
 """Steps in a row the update may fall back to the pre-pass values before the run stops: one or two unmatched steps
 can be a transient (a prompt truncated differently); three in a row means the prompts no longer tokenise as the
 pre-pass saw them."""
+ORDER_KEY = "key"
+ORDER_REVERSED = "reversed"
+ORDER_RANDOM = "random"
+ORDER_NAMES = (ORDER_KEY, ORDER_REVERSED, ORDER_RANDOM)
+"""``gain.order``: the ranking key's order (the method), its reverse (an anti-curriculum), a random permutation (the
+window's mechanics without the angle order); or the path of a parquet file with an ``order_key`` per training row."""
+ORDER_COLUMN = "order_key"
+"""The column of a ``gain.order`` file: one value per training row (``position``), highest drawn first."""
 CAPTURE_KINDS = ("mlp_input", "final_norm", "input", "output")
 """Capture point kinds of ``verl_gain.scoring.capture.resolve_capture_point`` (resolved in the workers)."""
 
@@ -54,6 +63,7 @@ class GainSettings(GainConfig):
     trace_path: str | None = None
     angle_signal: str = KEY_CHANGE
     max_steps_without_angle: int = DEFAULT_MAX_STEPS_WITHOUT_ANGLE
+    order: str = ORDER_KEY
 
     def __post_init__(self) -> None:
         super().__post_init__()  # the window and update parameters, with GainConfig's messages
@@ -73,6 +83,11 @@ class GainSettings(GainConfig):
             raise ValueError(
                 f"gain.max_steps_without_angle must be an integer >= 0 (steps in a row without an angle measurement "
                 f"before the run stops; default {DEFAULT_MAX_STEPS_WITHOUT_ANGLE}), got {steps!r}"
+            )
+        if self.order not in ORDER_NAMES and not (str(self.order).endswith(".parquet") and Path(self.order).is_file()):
+            raise ValueError(
+                f"gain.order must be one of {ORDER_NAMES} or an existing .parquet file with position and "
+                f"{ORDER_COLUMN} columns, got {self.order!r}"
             )
         kind = self.capture_point.partition(":")[0] if isinstance(self.capture_point, str) else None
         if kind not in CAPTURE_KINDS:
