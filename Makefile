@@ -49,7 +49,8 @@ DEMO_DIR := runs/demo
 demo: setup
 	$(PY) -m verl_gain.demo --out $(DEMO_DIR)
 
-## GAIN vs uniform sampling on the demo's task, 3 seeds each (docs/results.md). ~65 min on 2 cores.
+## Does GAIN learn faster? Five sampling arms x 5 seeds on the demo's task (docs/results.md). Each finished run's result
+## is kept in bench/results/learning_speed/ and reused, so the study resumes where it stopped.
 bench-learning: setup
 	$(PY) bench/bench_learning_speed.py
 

@@ -83,3 +83,20 @@ def test_verl_loads_the_reward_by_file_path_and_by_package(path: str) -> None:
     target = arithmetic.__file__ if path == "file" else f"pkg://{arithmetic.__name__}"
     reward = load_extern_object(target, "compute_score")
     assert reward(arithmetic.DATA_SOURCE, "so 9", "9")["acc"] == 1.0
+
+
+def test_a_request_larger_than_a_level_takes_all_of_it_and_fills_up_from_the_others() -> None:
+    # Levels 1 and 5 hold 81 and 88 distinct questions: 720 problems (the learning-speed study's 320 + 400) take every
+    # one of them, and the other levels share the rest evenly.
+    problems = generate(720, seed=arithmetic.DEFAULT_SEED)
+    counts = pd.Series([p.level for p in problems]).value_counts().to_dict()
+    assert len({p.question for p in problems}) == 720
+    assert counts[1] == 81 and counts[5] == 88
+    assert max(counts[k] for k in (2, 3, 4)) - min(counts[k] for k in (2, 3, 4)) <= 1
+
+
+def test_a_request_every_level_can_fill_is_plain_round_robin() -> None:
+    # The demo's task (400 problems) must not change with the exhausted-level rule: every level keeps its equal share,
+    # in turn, and the first problems are those of a pure rotation.
+    problems = generate(400, seed=arithmetic.DEFAULT_SEED)
+    assert [p.level for p in problems] == [1 + i % 5 for i in range(400)]

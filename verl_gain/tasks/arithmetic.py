@@ -83,26 +83,43 @@ LEVELS: dict[int, Callable[[random.Random], tuple[str, int]]] = {
 }
 
 
+EXHAUSTED_AFTER_DRAWS = 2000
+"""A level that draws only questions already generated this many times in a row has no new ones left (levels 1 and
+5 have 81 and 88 distinct questions): it leaves the rotation and the other levels fill the rest. Far above the draws
+a nearly exhausted level needs (81 draws for the last single-digit sum, on average), so a request that fits every
+level gives the same problems as plain round robin."""
+
+
 def generate(count: int, seed: int = DEFAULT_SEED, levels: tuple[int, ...] | None = None) -> list[Problem]:
-    """``count`` distinct problems, levels in equal shares (round robin), deterministic from ``seed``."""
-    levels = tuple(levels or LEVELS)
-    unknown = sorted(set(levels) - set(LEVELS))
+    """``count`` distinct problems, levels in turn (round robin), deterministic from ``seed``.
+
+    A level that runs out of distinct questions (``EXHAUSTED_AFTER_DRAWS``) leaves the rotation, so a large request
+    holds every question of the small levels and more of the others.
+    """
+    rotation = list(levels or LEVELS)
+    unknown = sorted(set(rotation) - set(LEVELS))
     if unknown:
         raise ValueError(f"unknown level(s) {unknown}; levels are {sorted(LEVELS)}")
     rng = random.Random(seed)
     seen: set[str] = set()
     problems: list[Problem] = []
-    attempts = 0
+    turn = 0
+    repeats = 0  # consecutive draws of already-seen questions by the level whose turn it is
     while len(problems) < count:
-        level = levels[len(problems) % len(levels)]
+        if not rotation:
+            raise ValueError(f"cannot generate {count} distinct problems from levels {tuple(levels or LEVELS)}")
+        level = rotation[turn % len(rotation)]
         question, answer = LEVELS[level](rng)
-        attempts += 1
         if question in seen:
-            if attempts > 100 * count:
-                raise ValueError(f"cannot generate {count} distinct problems from levels {levels}")
+            repeats += 1
+            if repeats >= EXHAUSTED_AFTER_DRAWS:
+                rotation.remove(level)
+                repeats = 0
             continue
+        repeats = 0
         seen.add(question)
         problems.append(Problem(question, answer, level))
+        turn += 1
     return problems
 
 
