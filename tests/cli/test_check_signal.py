@@ -12,7 +12,7 @@ import pytest
 
 from tests.tiny import make_tiny_model_dir
 from verl_gain.cli import main as cli_main
-from verl_gain.evaluation.signal import grpo_advantages, partial_spearman, spearman
+from verl_gain.evaluation.signal import SignalReport, grpo_advantages, partial_spearman, spearman
 from verl_gain.tasks import arithmetic
 
 
@@ -70,6 +70,33 @@ def test_partial_spearman_removes_what_a_covariate_explains():
     z = x + rng.normal(size=400)  # related to x beyond length
     assert partial_spearman(x, x + 0.5 * (z - length), [length]) > 0.3
     assert math.isnan(spearman([1, 2], [2, 1])) and math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_a_report_without_grpo_updates_says_why_instead_of_printing_nan():
+    """What SmolLM2 gives on GSM8K at 64 new tokens: no prompt has responses with different rewards."""
+    figures = dict.fromkeys(
+        [
+            "rho_grpo",
+            "rho_grpo_last",
+            "partial_rho_grpo",
+            "partial_rho_grpo_last",
+            "rho_key_response_tokens",
+        ],
+        math.nan,
+    )
+    figures.update(
+        grpo_prompts=0,
+        rho_likelihood=0.1,
+        rho_likelihood_last=-0.2,
+        partial_rho_likelihood=0.05,
+        partial_rho_likelihood_last=math.nan,
+        rho_key_prompt_tokens=0.3,
+    )
+    text = "\n".join(SignalReport(figures=figures).lines())
+    assert "nan" not in text.lower()
+    assert "GRPO gradient norm): undefined: 0 prompt(s) had responses with different rewards" in text
+    assert "all parameters +0.100, last layer -0.200" in text and "+0.050, undefined" in text
+    assert "response length) undefined" in text
 
 
 def test_grpo_advantages_are_verls():

@@ -39,6 +39,8 @@ DEFAULT_SAMPLE = 200
 DEFAULT_RESPONSES = 4
 DEFAULT_TEMPERATURE = 1.0
 DEFAULT_MAX_NEW_TOKENS = 64
+MIN_CORRELATED_PAIRS = 3
+"""Fewest pairs a rank correlation is computed from (below it ``spearman`` is undefined)."""
 
 
 class SignalCheckError(ValueError):
@@ -71,8 +73,11 @@ class SignalCheckConfig:
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.sample, int) or self.sample < 3:
-            raise SignalCheckError(f"--sample must be an integer >= 3 (a rank correlation needs 3), got {self.sample}")
+        if not isinstance(self.sample, int) or self.sample < MIN_CORRELATED_PAIRS:
+            raise SignalCheckError(
+                f"--sample must be an integer >= {MIN_CORRELATED_PAIRS} (a rank correlation needs that many), "
+                f"got {self.sample}"
+            )
         if not isinstance(self.responses, int) or self.responses < 2:
             raise SignalCheckError(f"--responses must be >= 2 (GRPO compares a group), got {self.responses}")
         if not self.temperature > 0:
@@ -105,23 +110,51 @@ class SignalReport:
 
     def lines(self) -> list[str]:
         f = self.figures
-        return [
-            f"prompts: {len(self.prompts)}; with reward variance (a GRPO update): {int(f['grpo_prompts'])}",
-            "Spearman rho(key, GRPO gradient norm): all parameters {:+.3f}, last layer {:+.3f}; with prompt and "
-            "response length partialled out: {:+.3f}, {:+.3f}".format(
-                f["rho_grpo"], f["rho_grpo_last"], f["partial_rho_grpo"], f["partial_rho_grpo_last"]
-            ),
-            "Spearman rho(key, likelihood gradient norm): all parameters {:+.3f}, last layer {:+.3f}; with prompt "
-            "and response length partialled out: {:+.3f}, {:+.3f}".format(
-                f["rho_likelihood"],
-                f["rho_likelihood_last"],
-                f["partial_rho_likelihood"],
-                f["partial_rho_likelihood_last"],
-            ),
-            "Spearman rho(key, prompt length) {:+.3f}, rho(key, response length) {:+.3f}".format(
-                f["rho_key_prompt_tokens"], f["rho_key_response_tokens"]
-            ),
-        ]
+        grpo = int(f["grpo_prompts"])
+        lines = [f"prompts: {len(self.prompts)}; with reward variance (a GRPO update): {grpo}"]
+        if grpo < MIN_CORRELATED_PAIRS:
+            # Every response of (nearly) every prompt scored the same: GRPO's group-normalised advantages are zero,
+            # so there is no update whose size the key could predict. Say so instead of printing NaN.
+            lines.append(
+                f"Spearman rho(key, GRPO gradient norm): undefined: {grpo} prompt(s) had responses with different "
+                f"rewards (at least {MIN_CORRELATED_PAIRS} needed); the model solves none or all of these prompts "
+                "at this --max-new-tokens and --temperature"
+            )
+        else:
+            lines.append(
+                "Spearman rho(key, GRPO gradient norm): all parameters {}, last layer {}; with prompt and "
+                "response length partialled out: {}, {}".format(
+                    *map(
+                        signed,
+                        (f["rho_grpo"], f["rho_grpo_last"], f["partial_rho_grpo"], f["partial_rho_grpo_last"]),
+                    )
+                )
+            )
+        lines.append(
+            "Spearman rho(key, likelihood gradient norm): all parameters {}, last layer {}; with prompt "
+            "and response length partialled out: {}, {}".format(
+                *map(
+                    signed,
+                    (
+                        f["rho_likelihood"],
+                        f["rho_likelihood_last"],
+                        f["partial_rho_likelihood"],
+                        f["partial_rho_likelihood_last"],
+                    ),
+                )
+            )
+        )
+        lines.append(
+            "Spearman rho(key, prompt length) {}, rho(key, response length) {}".format(
+                signed(f["rho_key_prompt_tokens"]), signed(f["rho_key_response_tokens"])
+            )
+        )
+        return lines
+
+
+def signed(value: float) -> str:
+    """A correlation as +0.123, or 'undefined' (a constant side or too few pairs) instead of NaN."""
+    return "undefined" if math.isnan(value) else f"{value:+.3f}"
 
 
 def ranks(values: Sequence[float]) -> np.ndarray:
@@ -139,7 +172,7 @@ def ranks(values: Sequence[float]) -> np.ndarray:
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman rank correlation; NaN with fewer than 3 pairs or a constant side."""
-    if len(x) < 3:
+    if len(x) < MIN_CORRELATED_PAIRS:
         return math.nan
     rx, ry = ranks(x), ranks(y)
     if rx.std() == 0 or ry.std() == 0:
