@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,14 @@ from tests.tiny import make_tiny_model_dir
 from verl_gain.main import CONFIG_NAME
 from verl_gain.scoring.scorer import ScoreConfig, score_dataset
 from verl_gain.scoring.scores_file import data_files_prompts, dataset_fingerprint, keys_for_rows, write_scores
-from verl_gain.trainer.entry import DATASET_CLASS, DATASET_MODULE, GainConfigError, check_gain_config, gain_task_runners
+from verl_gain.trainer.entry import (
+    DATASET_CLASS,
+    DATASET_MODULE,
+    GainConfigError,
+    check_gain_config,
+    gain_enabled,
+    gain_task_runners,
+)
 from verl_gain.trainer.settings import GainSettings
 
 CONFIG_DIR = Path(verl_gain.__file__).parent / "trainer" / "config"
@@ -97,6 +105,66 @@ def test_enabled_gain_selects_its_runners_and_dataset_class(train_file):
 def test_invalid_combinations_fail_with_what_to_set(train_file, extra, message):
     with pytest.raises(GainConfigError, match=message):
         check_gain_config(gain_run(train_file, *extra))
+
+
+@pytest.mark.parametrize("value", ["no", "off", "flase", "abc", "0", "1", "null"])
+def test_a_switch_that_is_not_a_boolean_is_refused_never_truthy(train_file, value):
+    """hydra parses true/false as booleans and leaves ``no``/``off``/typos as strings, which Python finds truthy:
+    before, ``gain.enable=no`` turned GAIN on and ``gain.allow_foreign_scores=maybe`` turned the check off."""
+    with pytest.raises(GainConfigError, match="gain.enable must be true or false, got "):
+        gain_enabled(composed([f"gain.enable={value}"]))
+    with pytest.raises(GainConfigError, match="gain.allow_foreign_scores must be true or false"):
+        check_gain_config(gain_run(train_file, f"gain.allow_foreign_scores={value}"))
+
+
+@pytest.mark.parametrize("value", ["true", "True", "TRUE", "false", "False"])
+def test_what_hydra_calls_a_boolean_is_accepted(value):
+    assert gain_enabled(composed([f"gain.enable={value}"])) is (value.lower() == "true")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return make_tiny_model_dir(tmp_path_factory.mktemp("entry") / "model")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("mlp_input:99", "out of range"),
+        ("mlp_input:abc", "gain.capture_point must be"),
+        ("input:model.nope", "module 'model.nope' not found"),
+        ("input:", "gain.capture_point must be"),
+        ("final_norm:3", "gain.capture_point must be"),
+    ],
+)
+def test_a_capture_point_the_model_does_not_have_is_refused_before_ray_starts(train_file, tiny_model, value, message):
+    with pytest.raises(GainConfigError, match=message):
+        check_gain_config(
+            gain_run(train_file, f"actor_rollout_ref.model.path={tiny_model}", f"gain.capture_point={value}")
+        )
+
+
+def test_a_capture_point_the_model_has_passes(train_file, tiny_model):
+    for value in ("mlp_input", "mlp_input:0", "mlp_input:-1", "final_norm"):
+        check_gain_config(
+            gain_run(train_file, f"actor_rollout_ref.model.path={tiny_model}", f"gain.capture_point={value}")
+        )
+
+
+def test_bad_numbers_and_unwritable_paths_are_refused_at_start_up(train_file, tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    cases = [
+        ("gain.acc_threshold=abc", "gain.acc_threshold must be a finite number"),
+        (f"gain.trace_path={tmp_path}", "is a directory"),
+        (f"gain.trace_path={a_file}/trace.jsonl", "is a file, not a folder"),
+    ]
+    if os.geteuid() != 0:  # root writes anywhere
+        cases.append(("gain.trace_path=/proc/trace.jsonl", "not writable"))
+    for override, message in cases:
+        with pytest.raises(GainConfigError, match=message):
+            check_gain_config(gain_run(train_file, override))
+    check_gain_config(gain_run(train_file, f"gain.trace_path={tmp_path}/new/folder/trace.jsonl"))
 
 
 def test_async_modes_are_fine_on_the_legacy_trainer(train_file):

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, open_dict
 
 from verl_gain.scoring.errors import ScoringInputError
 from verl_gain.scoring.scores_file import count_rows, data_files_prompts, dataset_fingerprint, read_fingerprint
-from verl_gain.trainer.settings import GainSettings
+from verl_gain.trainer.settings import GainSettings, check_boolean
 
 DATASET_MODULE = "pkg://verl_gain.trainer.dataset"
 DATASET_CLASS = "GainRLHFDataset"
@@ -93,6 +93,7 @@ def check_gain_config(config: DictConfig) -> GainSettings:
         )
     if settings.scores_path:
         _check_scores_file(config, settings)
+    _check_capture_point(config, settings)
     _check_dataset_class(config)
     return settings
 
@@ -112,8 +113,38 @@ def _check_scores_file(config: DictConfig, settings: GainSettings) -> None:
         )
 
 
+def _check_capture_point(config: DictConfig, settings: GainSettings) -> None:
+    """Resolve ``gain.capture_point`` against the actor's model before Ray starts (the workers would fail only after
+    start-up). The model is built on the meta device from its config: no weights are read. A model that is not a
+    local folder is left to the workers."""
+    model = config.actor_rollout_ref.model
+    path = Path(str(model.get("hf_config_path") or model.path)).expanduser()
+    if not (path / "config.json").is_file():
+        return
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from verl_gain.scoring.capture import CapturePointError, resolve_capture_point
+
+    trust = bool(model.get("trust_remote_code", False))
+    with torch.device("meta"):
+        meta_model = AutoModelForCausalLM.from_config(
+            AutoConfig.from_pretrained(path, trust_remote_code=trust), trust_remote_code=trust
+        )
+    try:
+        resolve_capture_point(meta_model, settings.capture_point)
+    except CapturePointError as error:
+        raise GainConfigError(f"gain.capture_point={settings.capture_point}: {error}") from None
+
+
 def gain_enabled(config: DictConfig) -> bool:
-    return "gain" in config and bool(config.gain.enable)
+    """Whether ``gain.enable`` is on; a value that is not a boolean (``gain.enable=no``) is refused, never truthy."""
+    if "gain" not in config:
+        return False
+    try:
+        return check_boolean("enable", config.gain.get("enable", False))
+    except ValueError as error:
+        raise GainConfigError(str(error)) from None
 
 
 def gain_task_runners(config: DictConfig) -> tuple[type | None, type | None]:

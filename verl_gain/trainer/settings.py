@@ -7,6 +7,8 @@ single place that checks them and says how to fix a bad value.
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,9 @@ ORDER_NAMES = (ORDER_KEY, ORDER_REVERSED, ORDER_RANDOM)
 window's mechanics without the angle order); or the path of a parquet file with an ``order_key`` per training row."""
 ORDER_COLUMN = "order_key"
 """The column of a ``gain.order`` file: one value per training row (``position``), highest drawn first."""
+BOOLEAN_FIELDS = ("enable", "allow_foreign_scores")
+"""Switches: only what YAML and hydra parse as booleans (true/false, any case) is accepted, so that a typo or
+``gain.enable=no`` (a string to hydra, truthy to Python) is refused instead of silently turning GAIN on."""
 CAPTURE_KINDS = ("mlp_input", "final_norm", "input", "output")
 """Capture point kinds of ``verl_gain.scoring.capture.resolve_capture_point`` (resolved in the workers)."""
 
@@ -67,6 +72,14 @@ class GainSettings(GainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()  # the window and update parameters, with GainConfig's messages
+        for name in BOOLEAN_FIELDS:
+            check_boolean(name, getattr(self, name))
+        threshold = self.acc_threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+            raise ValueError(
+                f"gain.acc_threshold must be a finite number (a rollout's summed reward above it counts as "
+                f"correct), got {threshold!r}"
+            )
         if self.acc_source not in ACC_SOURCES:
             raise ValueError(f"gain.acc_source must be one of {ACC_SOURCES}, got {self.acc_source!r}")
         if self.step_angle not in STEP_ANGLE_SOURCES:
@@ -89,12 +102,16 @@ class GainSettings(GainConfig):
                 f"gain.order must be one of {ORDER_NAMES} or an existing .parquet file with position and "
                 f"{ORDER_COLUMN} columns, got {self.order!r}"
             )
-        kind = self.capture_point.partition(":")[0] if isinstance(self.capture_point, str) else None
-        if kind not in CAPTURE_KINDS:
+        kind, _, arg = self.capture_point.partition(":") if isinstance(self.capture_point, str) else (None, "", "")
+        layer_ok = kind != "mlp_input" or not arg or arg.lstrip("-").isdigit()
+        path_ok = kind not in ("input", "output") or bool(arg)
+        if kind not in CAPTURE_KINDS or not layer_ok or not path_ok or (kind == "final_norm" and arg):
             raise ValueError(
-                "gain.capture_point must be mlp_input, final_norm, mlp_input:<layer>, input:<module path> or "
+                "gain.capture_point must be mlp_input, final_norm, mlp_input:<layer index>, input:<module path> or "
                 f"output:<module path>, got {self.capture_point!r}"
             )
+        if self.trace_path is not None:
+            check_writable_file("gain.trace_path", self.trace_path)
 
     @classmethod
     def from_config(cls, gain_config: Any) -> GainSettings:
@@ -113,3 +130,25 @@ class GainSettings(GainConfig):
     def window(self) -> GainConfig:
         """The core window and update parameters alone (what the controller takes and saves)."""
         return GainConfig(**{f.name: getattr(self, f.name) for f in fields(GainConfig)})
+
+
+def check_boolean(name: str, value: Any) -> bool:
+    """``value`` of the switch ``gain.<name>`` if it is a boolean; else a ``ValueError`` that says what to write."""
+    if not isinstance(value, bool):
+        raise ValueError(f"gain.{name} must be true or false, got {value!r}: write gain.{name}=true or false")
+    return value
+
+
+def check_writable_file(name: str, path: str) -> None:
+    """Refuse, before any worker starts, a file path the run could only fail to write at step 1: a directory, or a
+    parent that is a file or that this user cannot create or write."""
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"{name}={path} is a directory: give a file path (e.g. {target / 'gain_trace.jsonl'})")
+    parent = target.parent
+    while not parent.exists():  # the run creates missing folders: check the nearest one that exists
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{name}={path}: {parent} is a file, not a folder; choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{name}={path}: {parent} is not writable by this user; choose a writable path")
