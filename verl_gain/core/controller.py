@@ -102,10 +102,7 @@ class GainConfig:
 
     def __post_init__(self) -> None:
         for name in ("mu0", "sigma", "n", "alpha", "beta", "adj_min", "adj_max", "inter_weight"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"gain.{name} must be a finite number, got {value!r}")
-            setattr(self, name, float(value))
+            setattr(self, name, check_finite_number(name, getattr(self, name)))
         if self.sigma <= 0:
             raise ValueError(
                 f"gain.sigma must be > 0 (a window width in ranks), got {self.sigma}; "
@@ -205,6 +202,15 @@ class WindowMove:
     acc_term: float
     angle_term: float
     delta: float
+
+
+def check_finite_number(name: str, value: object, meaning: str = "") -> float:
+    """``value`` of ``gain.<name>`` as a float if it is a finite number (not a bool); else a ``ValueError`` naming the
+    option, with ``meaning`` (what the number is) in parentheses when given."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        what = f" ({meaning})" if meaning else ""
+        raise ValueError(f"gain.{name} must be a finite number{what}, got {value!r}")
+    return float(value)
 
 
 def window_move(acc: float, angle: float | None, scale: WindowScale, alpha: float, beta: float) -> WindowMove:

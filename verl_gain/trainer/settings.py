@@ -7,14 +7,13 @@ single place that checks them and says how to fix a bad value.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from verl_gain.core.angle_signal import ANGLE_SIGNALS, KEY_CHANGE
-from verl_gain.core.controller import GainConfig
+from verl_gain.core.controller import GainConfig, check_finite_number
 
 ACC_SOURCES = ("acc", "threshold")
 """``acc``: the reward's ``acc`` extra info (verl sets it to the score when a reward returns a float);
@@ -74,12 +73,9 @@ class GainSettings(GainConfig):
         super().__post_init__()  # the window and update parameters, with GainConfig's messages
         for name in BOOLEAN_FIELDS:
             check_boolean(name, getattr(self, name))
-        threshold = self.acc_threshold
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
-            raise ValueError(
-                f"gain.acc_threshold must be a finite number (a rollout's summed reward above it counts as "
-                f"correct), got {threshold!r}"
-            )
+        self.acc_threshold = check_finite_number(
+            "acc_threshold", self.acc_threshold, "a rollout's summed reward above it counts as correct"
+        )
         if self.acc_source not in ACC_SOURCES:
             raise ValueError(f"gain.acc_source must be one of {ACC_SOURCES}, got {self.acc_source!r}")
         if self.step_angle not in STEP_ANGLE_SOURCES:
