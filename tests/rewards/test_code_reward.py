@@ -24,6 +24,9 @@ def humaneval_truth(problem: dict) -> str:
     )
 
 
+OK = {"reward_failed": 0.0, "reward_error": ""}  # what every reward that did not fail adds
+
+
 def fenced(code: str, tag: str = "python") -> str:
     return f"Here is my solution.\n```{tag}\n{code}\n```\nIt works."
 
@@ -36,11 +39,11 @@ def test_humaneval_complete_function_and_bare_body(human_eval):
     problem = human_eval["HumanEval/0"]
     truth = humaneval_truth(problem)
     complete = fenced(problem["prompt"] + problem["canonical_solution"])
-    assert compute_score(HUMANEVAL_DATA_SOURCE, complete, truth) == {"score": 1.0, "acc": 1.0, "pred": "passed"}
+    assert compute_score(HUMANEVAL_DATA_SOURCE, complete, truth) == {"score": 1.0, "acc": 1.0, "pred": "passed"} | OK
     body = fenced(problem["canonical_solution"])  # a continuation of the prompt's signature
     assert compute_score(HUMANEVAL_DATA_SOURCE, body, truth)["score"] == 1.0
     wrong = fenced(problem["prompt"] + "    return False\n")
-    assert compute_score(HUMANEVAL_DATA_SOURCE, wrong, truth) == {"score": 0.0, "acc": 0.0, "pred": "error"}
+    assert compute_score(HUMANEVAL_DATA_SOURCE, wrong, truth) == {"score": 0.0, "acc": 0.0, "pred": "error"} | OK
     assert compute_score(HUMANEVAL_DATA_SOURCE, "I cannot solve this.", truth)["pred"] == "no_code"
 
 

@@ -29,6 +29,7 @@ import re
 import threading
 from typing import Any
 
+from verl_gain.rewards.failsafe import never_raises
 from verl_gain.rewards.sandbox import SandboxLimits, run_python
 
 # Time limits: human-eval allows 3 s per problem; LiveCodeBench ~6 s per test input. All cases share one process,
@@ -186,7 +187,9 @@ def extract_code(response: str, entry_point: str | None = None) -> str | None:
         return None
     try:
         ast.parse(text)
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        # RecursionError / MemoryError: an expression nested deeper than CPython's parser allows
+        # ('x = 1' + ' + 1' * 3000, '-' * 200000 + '1') is not a program the sandbox could compile either.
         return None
     return text
 
@@ -236,6 +239,7 @@ def _sandbox_slots() -> threading.BoundedSemaphore:
         return _slots
 
 
+@never_raises
 def compute_score(
     data_source: str,
     solution_str: str,
