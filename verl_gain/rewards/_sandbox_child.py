@@ -615,6 +615,9 @@ def main() -> None:
         sys.path.append(config["site_dir"])
     if config.get("guard", True):
         install_guard(os.getcwd(), runner_pid)
+    for name in ("exit", "quit"):  # what the site module (off: -S) would add, and solutions call
+        if not hasattr(builtins, name):
+            setattr(builtins, name, sys.exit)
     program = config.pop("program")
     namespace = {"__name__": "__main__", "__builtins__": builtins, "__file__": "solution.py", SEND_NAME: send}
     if "data" in config:  # test data for a harness: handed over as objects, not compiled as a huge literal
