@@ -332,7 +332,8 @@ def apply_landlock(rules: dict) -> int:
     if abi >= 6:
         attr += struct.pack("Q", SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL)
     ruleset = _check(_libc.syscall(SYSCALLS["landlock_create_ruleset"], attr, len(attr), 0), "landlock ruleset")
-    grants = [(path, READ_RIGHTS) for path in rules["read"]]
+    own_process = [f"/proc/{os.getpid()}"] if rules.get("own_process") else []  # its own status, fds, limits
+    grants = [(path, READ_RIGHTS) for path in [*rules["read"], *own_process]]
     grants += [(path, FS_READ_DIR) for path in rules.get("list", ())]
     grants += [(path, FS_READ_FILE | FS_WRITE_FILE) for path in rules["devices"]]
     grants += [(path, handled_fs & ~(FS_MAKE_CHAR | FS_MAKE_BLOCK)) for path in rules["write"]]

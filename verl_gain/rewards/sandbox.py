@@ -78,8 +78,9 @@ DISK_CHECK_INTERVAL_S = 0.05
 # A cgroup can be removed once its killed processes are reaped; that takes milliseconds.
 CGROUP_REMOVE_TRIES = 50
 CGROUP_REMOVE_WAIT_S = 0.02
-# The interpreter of the child itself (and unshare's init when namespaces are used) counts against the pids limit.
-RUNNER_TASKS = 2
+# The interpreter of the child itself (the PID namespace's init when namespaces are used) counts against the pids
+# limit; the program may add ``max_processes`` to it.
+RUNNER_TASKS = 1
 JAIL_WORKDIR = "/sandbox"
 """The working directory inside the jail (a suffix is added where a bound host path lies below it)."""
 # What the interpreter needs of the host besides its own files: the system libraries (as symlinks and folders, the
@@ -564,6 +565,7 @@ class _Child:
             config["landlock"] = {
                 "read": [*readable, *(["/proc"] if plan.jail else [])],
                 "list": sites,  # names only: the packages' own folders are in "read"
+                "own_process": not plan.jail,  # the host's /proc: only the child's own entry
                 "devices": [f"/dev/{name}" for name in ("null", "zero", "random", "urandom")],
                 "write": [self.workdir],
             }
