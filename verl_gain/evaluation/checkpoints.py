@@ -40,16 +40,20 @@ def resolve_checkpoint(path: str | Path) -> Path:
         print(f"[verl-gain eval] merging the FSDP checkpoint {actor} into {target} (verl model merger)", flush=True)
         command = [sys.executable, "-m", "verl.model_merger", "merge", "--backend", "fsdp"]
         try:
-            done = subprocess.run([*command, "--local_dir", str(actor), "--target_dir", str(target)])
+            done = subprocess.run(
+                [*command, "--local_dir", str(actor), "--target_dir", str(target)], capture_output=True, text=True
+            )
         except BaseException:  # Ctrl-C mid-merge: no half-merged folder is left to be taken for a model later
             shutil.rmtree(target, ignore_errors=True)
             raise
         if done.returncode != 0 or not _has_weights(target):
             shutil.rmtree(target, ignore_errors=True)
+            said = [line.strip() for line in done.stderr.splitlines() if line.strip()]
             raise CheckpointError(
-                f"verl's model merger could not merge {actor} (exit status {done.returncode}; its output is above): "
-                "check that the checkpoint is complete (every rank's shard and the huggingface/ config), or merge "
-                "it yourself with python -m verl.model_merger merge and pass the merged folder"
+                f"verl's model merger could not merge {actor} (exit status {done.returncode}"
+                f"{': ' + said[-1][:200] if said else ''}): check that the checkpoint is complete (every rank's "
+                "shard and the huggingface/ config), or merge it with python -m verl.model_merger merge yourself "
+                "and pass the merged folder"
             )
         return target
     if not path.exists():

@@ -106,6 +106,8 @@ def read_data_file(path: str | os.PathLike) -> pd.DataFrame:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ScoringInputError(f"cannot read {path.name}: {reason}") from None
     _check_json_rows(rows, path)
+    if not rows:
+        raise ScoringInputError(f"data file {path.name} holds no rows; give a file with verl-format rows")
     return pd.DataFrame(rows)
 
 
