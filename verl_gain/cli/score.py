@@ -74,6 +74,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from verl_gain.scoring.scorer import ScoreConfig, parts_dir_for, score_dataset  # heavy: only when run
 
+    if args.quiet:  # no bar at all: transformers' weight-loading bar too
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+
     try:
         try:
             template_kwargs = json.loads(args.apply_chat_template_kwargs)
