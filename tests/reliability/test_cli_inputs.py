@@ -73,6 +73,7 @@ def world(tmp_path_factory) -> Path:
     (w / "tiny_notemplate" / "chat_template.jinja").unlink(missing_ok=True)
 
     verl_rows(QUESTIONS).to_parquet(w / "data.parquet")
+    verl_rows([]).to_parquet(w / "no_rows.parquet")
     verl_rows(["Something else entirely?"] * 3).to_parquet(w / "other.parquet")
     pd.DataFrame({"prompt": verl_rows(QUESTIONS)["prompt"]}).to_parquet(w / "prompts_only.parquet")
     verl_rows(QUESTIONS).assign(prompt=["plain text"] * 3).to_parquet(w / "string_prompt.parquet")
@@ -190,6 +191,12 @@ CASES = {
     "score --data garbage parquet": Case(
         "score --data {w}/garbage.parquet --model {w}/tiny --out {t}/s.parquet", r"cannot read garbage.parquet"
     ),
+    "score --data parquet with no rows": Case(
+        "score --data {w}/no_rows.parquet --model {w}/tiny --out {t}/s.parquet", r"the dataset has no rows"
+    ),
+    "check-signal --data with no rows": Case(
+        "check-signal --model {w}/tiny --data {w}/no_rows.parquet", r"has no prompts"
+    ),
     "score --data empty JSON list": Case(
         "score --data {w}/empty.json --model {w}/tiny --out {t}/s.parquet", r"empty.json holds no rows"
     ),
@@ -283,6 +290,9 @@ CASES = {
     ),
     "eval --data without verl columns": Case(
         "eval --model {w}/tiny --data {w}/prompts_only.parquet --output-dir {t}/eval", r"lacks verl columns"
+    ),
+    "eval --data with no problems": Case(
+        "eval --model {w}/tiny --data {w}/no_rows.parquet --output-dir {t}/eval", r"holds no problems"
     ),
     "eval --n-samples 0": Case(f"{EVAL} --n-samples 0", r"--n-samples: must be a positive integer"),
     "eval greedy with 2 samples": Case(f"{EVAL} --n-samples 2", r"greedy decoding .* --n-samples 1"),

@@ -27,8 +27,8 @@ from verl_gain.scoring.scores_file import read_scores
 
 COMMAND_TIMEOUT_S = 300
 # Ctrl-C arrives once this many chunks are finished (chunk size 1, one prompt per forward pass).
-CHUNKS_BEFORE_INTERRUPT = 3
-PROMPTS = 40
+CHUNKS_BEFORE_INTERRUPT = 2
+PROMPTS = 24
 
 
 def run(*args: str, module: str = "verl_gain.cli") -> subprocess.CompletedProcess:

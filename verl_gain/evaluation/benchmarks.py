@@ -134,6 +134,8 @@ def load_benchmark(spec: str, limit: int | None = None) -> Benchmark:
         raise ValueError(f"{path} lacks verl columns {sorted(missing)}: write it with a recipes/*/prepare.py script")
     if limit is not None:
         frame = frame.head(limit)
+    if len(frame) == 0:
+        raise ValueError(f"benchmark file {path} holds no problems: write it again with recipes/prepare_*.py")
     rows = frame.to_dict(orient="records")
     return Benchmark(name or benchmark_name(path), path, rows)
 
