@@ -514,7 +514,7 @@ class _Child:
         self.messages: list[Any] = []
         self.received = 0
         self.buffer = b""
-        self.over_quota = ""
+        self.stop_reason = ""
         self.nonce = secrets.token_hex(16)
         readable, sites, jail_plan, jail_workdir = _paths_for(limits.packages)
         uid = None
@@ -632,7 +632,7 @@ class _Child:
                 break
             self.received += len(chunk)
             if self.received > limit:
-                self.over_quota = f"sent more than {self.plan.limits.max_message_mb} MiB of results"
+                self.stop_reason = f"sent more than {self.plan.limits.max_message_mb} MiB of results"
                 return False
             self.buffer += chunk
         *complete, self.buffer = self.buffer.split(b"\n")
@@ -647,6 +647,7 @@ class _Child:
                 self.messages.append(line["message"])
                 if on_message is not None and keep_going and on_message(line["message"]) is False:
                     keep_going = False
+                    self.stop_reason = self.stop_reason or "the caller stopped it after a result"
             else:
                 self.lines.append(line)
         return keep_going
@@ -658,10 +659,10 @@ class _Child:
         limits = self.plan.limits
         used, entries = _disk_use(self.host_workdir, limits.max_files)
         if used > limits.disk_mb * BYTES_PER_MB:
-            self.over_quota = f"disk quota exceeded ({used // BYTES_PER_MB} MiB > {limits.disk_mb} MiB)"
+            self.stop_reason = f"disk quota exceeded ({used // BYTES_PER_MB} MiB > {limits.disk_mb} MiB)"
         elif entries > limits.max_files:
-            self.over_quota = f"too many files ({entries} > {limits.max_files})"
-        return not self.over_quota
+            self.stop_reason = f"too many files ({entries} > {limits.max_files})"
+        return not self.stop_reason
 
     def stop(self) -> None:
         if self.process is not None:
@@ -694,8 +695,8 @@ class _Child:
         }
         if setup_error is not None and not passed:
             return SandboxResult(STATUS_SANDBOX_ERROR, str(setup_error.get("detail", "")), **common)
-        if self.over_quota:
-            return SandboxResult(STATUS_ERROR, f"stopped: {self.over_quota}", **common)
+        if self.stop_reason:
+            return SandboxResult(STATUS_ERROR, f"stopped: {self.stop_reason}", **common)  # not a pass, whatever came
         if passed and not timed_out:
             return SandboxResult(STATUS_PASSED, "", **common)
         if timed_out:
@@ -729,6 +730,10 @@ def _supervise(
     deadline = start + timeout_s + STARTUP_ALLOWANCE_S
     next_disk_check = start
     timed_out = False
+    waiting = select.poll()  # not select.select: a trainer process may hold descriptors above 1024
+    watched = {child.verdict_read for child in children}
+    for fd in watched:
+        waiting.register(fd, select.POLLIN)
     while True:
         stop = False
         for child in children:
@@ -736,6 +741,10 @@ def _supervise(
                 stop = True
         if stop or primary.process.poll() is not None:
             break
+        for child in children:
+            if child.process.poll() is not None and child.verdict_read in watched:  # a dead peer's pipe stays
+                waiting.unregister(child.verdict_read)  # readable (end of file): stop waking up for it
+                watched.discard(child.verdict_read)
         now = time.monotonic()
         if now >= deadline:
             timed_out = True
@@ -744,7 +753,7 @@ def _supervise(
             next_disk_check = now + DISK_CHECK_INTERVAL_S
             if not all(child.check_disk() for child in children):
                 break
-        select.select([child.verdict_read for child in children], [], [], min(POLL_INTERVAL_S, deadline - now))
+        waiting.poll(1000 * min(POLL_INTERVAL_S, deadline - now))
     wall = time.monotonic() - start
     for child in children:
         child.stop()
