@@ -18,6 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "verl_gain"
 HEAVY_OPTIONAL = ("matplotlib", "gguf")
 LAYERS = (
     "core",
+    "output_paths",
     "inference",
     "verl_version",
     "model_sources",

@@ -120,6 +120,9 @@ def test_checkpoint_folders(tmp_path, tiny_models):
     (step / "actor").mkdir(parents=True)
     (step / "actor" / "huggingface").symlink_to(tiny_models[0], target_is_directory=True)
     assert resolve_checkpoint(step) == step / "actor" / "huggingface"
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resolve_checkpoint(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="neither a Hugging Face model folder"):
         resolve_checkpoint(tmp_path / "empty")
 

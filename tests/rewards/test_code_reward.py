@@ -24,6 +24,9 @@ def humaneval_truth(problem: dict) -> str:
     )
 
 
+OK = {"reward_failed": 0.0, "reward_error": ""}  # what every reward that did not fail adds
+
+
 def fenced(code: str, tag: str = "python") -> str:
     return f"Here is my solution.\n```{tag}\n{code}\n```\nIt works."
 
@@ -36,11 +39,11 @@ def test_humaneval_complete_function_and_bare_body(human_eval):
     problem = human_eval["HumanEval/0"]
     truth = humaneval_truth(problem)
     complete = fenced(problem["prompt"] + problem["canonical_solution"])
-    assert compute_score(HUMANEVAL_DATA_SOURCE, complete, truth) == {"score": 1.0, "acc": 1.0, "pred": "passed"}
+    assert compute_score(HUMANEVAL_DATA_SOURCE, complete, truth) == {"score": 1.0, "acc": 1.0, "pred": "passed"} | OK
     body = fenced(problem["canonical_solution"])  # a continuation of the prompt's signature
     assert compute_score(HUMANEVAL_DATA_SOURCE, body, truth)["score"] == 1.0
     wrong = fenced(problem["prompt"] + "    return False\n")
-    assert compute_score(HUMANEVAL_DATA_SOURCE, wrong, truth) == {"score": 0.0, "acc": 0.0, "pred": "error"}
+    assert compute_score(HUMANEVAL_DATA_SOURCE, wrong, truth) == {"score": 0.0, "acc": 0.0, "pred": "error"} | OK
     assert compute_score(HUMANEVAL_DATA_SOURCE, "I cannot solve this.", truth)["pred"] == "no_code"
 
 
@@ -173,11 +176,16 @@ def test_ground_truth_errors_are_clear():
 
 
 def test_programs_keep_test_data_out_of_reach_of_the_solution_source():
-    """The solution is embedded as a string literal: quotes and backslashes in it cannot break the harness."""
+    """The solution is embedded as a string literal: quotes and backslashes in it cannot break the harness; the
+    expected outputs reach the solution's sandbox neither as program text nor as data."""
     tricky = "s = '''x'''\nprint(\"\\\\n\".join(['a', 'b']))"
-    program, data = build_program(tricky, {"kind": "stdio", "cases": [{"input": "", "output": "a\\nb"}]})
+    tests = {"kind": "stdio", "cases": [{"input": "7", "output": "a\\nb"}]}
+    program, data = build_program(tricky, tests)
     compile(program, "harness", "exec")
-    assert data["cases"][0]["output"] not in program  # expected outputs travel as data, not as program text
+    assert "a\\nb" not in program and data == {"inputs": ["7"]}
+    functional = {"kind": "functional", "fn_name": "f", "cases": [{"args": [1], "expected": 123456789}]}
+    program, data = build_program("def f(x):\n    return x", functional)
+    assert "123456789" not in program + json.dumps(data)
     assert score(fenced(tricky), {"kind": "stdio", "cases": [{"input": "", "output": "a\\nb"}]})["score"] == 1.0
 
 

@@ -66,7 +66,7 @@ PAIRS = [
 @pytest.mark.parametrize(("data_source", "response", "ground_truth", "correct"), PAIRS)
 def test_hand_checked_pairs(data_source, response, ground_truth, correct):
     result = compute_score(data_source, response, ground_truth)
-    assert set(result) == {"score", "acc", "pred"}
+    assert set(result) == {"score", "acc", "pred", "reward_failed", "reward_error"}
     assert result["score"] == result["acc"] == (1.0 if correct else 0.0), result
 
 

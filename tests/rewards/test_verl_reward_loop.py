@@ -71,7 +71,9 @@ def test_verl_naive_reward_manager_with_the_auto_reward_file(one_math_worker):
     results = manager.loop.run_until_complete(score_all())
     assert [r["reward_score"] for r in results] == [1.0, 0.0, 1.0, 0.0]
     assert [r["reward_extra_info"]["pred"] for r in results] == ["\\frac{1}{2}", "3", "passed", "error"]
-    assert all(set(r["reward_extra_info"]) == {"score", "acc", "pred"} for r in results)
+    assert all(
+        set(r["reward_extra_info"]) == {"score", "acc", "pred", "reward_failed", "reward_error"} for r in results
+    )
 
 
 @pytest.mark.parametrize("name", ["math", "code", "auto"])

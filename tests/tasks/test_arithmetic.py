@@ -69,7 +69,12 @@ def test_written_task_is_verl_format_with_a_disjoint_held_out_split(tmp_path) ->
     ],
 )
 def test_reward_scores_the_last_number(reply: str, truth: str, correct: bool) -> None:
-    assert compute_score(arithmetic.DATA_SOURCE, reply, truth) == {"score": float(correct), "acc": float(correct)}
+    assert compute_score(arithmetic.DATA_SOURCE, reply, truth) == {
+        "score": float(correct),
+        "acc": float(correct),
+        "reward_failed": 0.0,
+        "reward_error": "",
+    }
 
 
 def test_final_number_of_text_without_numbers_is_none() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 # name -> module providing add_parser(subparsers); imported lazily so `verl-gain --help` stays fast.
 SUBCOMMANDS: dict[str, str] = {
@@ -21,8 +22,19 @@ SUBCOMMANDS: dict[str, str] = {
 }
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one line (``verl-gain score: error: ...``), exit status 2.
+
+    argparse prints the whole usage block above the error; the tools' own errors are one line each, and so are these
+    (``--help`` still prints the usage).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="verl-gain", description="GAIN-RL curriculum tools for verl.")
+    parser = OneLineErrorParser(prog="verl-gain", description="GAIN-RL curriculum tools for verl.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in SUBCOMMANDS.values():
         importlib.import_module(module).add_parser(subparsers)
@@ -31,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # a usage error (one line, printed) or --help: its status, as the shell would see it
+        return stop.code if isinstance(stop.code, int) else 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

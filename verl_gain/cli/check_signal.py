@@ -13,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from verl_gain.cli.shared import finite_float, non_negative_int, positive_int
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from verl_gain.evaluation.signal import (
@@ -29,13 +31,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--model", required=True, help="local Hugging Face model folder, or smollm2-135m-instruct")
     parser.add_argument("--data", required=True, help="verl-format .parquet / .json / .jsonl with reward ground truth")
-    parser.add_argument("--sample", type=int, default=DEFAULT_SAMPLE, help=f"prompts (default {DEFAULT_SAMPLE})")
-    parser.add_argument("--responses", type=int, default=DEFAULT_RESPONSES, help="responses per prompt (GRPO group)")
-    parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
-    parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
+    parser.add_argument(
+        "--sample", type=positive_int, default=DEFAULT_SAMPLE, help=f"prompts (default {DEFAULT_SAMPLE})"
+    )
+    parser.add_argument(
+        "--responses", type=positive_int, default=DEFAULT_RESPONSES, help="responses per prompt (GRPO group)"
+    )
+    parser.add_argument("--temperature", type=finite_float, default=DEFAULT_TEMPERATURE)
+    parser.add_argument("--max-new-tokens", type=positive_int, default=DEFAULT_MAX_NEW_TOKENS)
     parser.add_argument("--capture", default="mlp_input", help="capture point of the key (default mlp_input)")
-    parser.add_argument("--inter-weight", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--inter-weight", type=finite_float, default=1.0)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="float32", help="float32 (default: gradient norms in full precision)")
     parser.add_argument("--out-dir", default=None, help="where signal.json and signal.png go (default: none)")
@@ -57,11 +63,14 @@ def run(args: argparse.Namespace) -> int:
     from verl_gain.evaluation.signal import SignalCheckConfig, SignalCheckError, check_signal, write_report
     from verl_gain.inference import InferenceSettingError, resolve_device, resolve_dtype
     from verl_gain.model_sources import resolve_model
+    from verl_gain.output_paths import OutputPathError, check_output_dir
     from verl_gain.scoring.errors import ScoringInputError
-    from verl_gain.scoring.scorer import load_model, load_tokenizer
+    from verl_gain.scoring.scorer import load_model, load_tokenizer, resolve_capture_on_meta
     from verl_gain.scoring.scores_file import read_data_file
 
     try:
+        if args.out_dir:
+            check_output_dir(args.out_dir)
         config = SignalCheckConfig(
             sample=args.sample,
             responses=args.responses,
@@ -88,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
             model_dir = resolve_model(args.model)
         except FileNotFoundError as error:
             raise SignalCheckError(str(error)) from None
+        resolve_capture_on_meta(model_dir, config.capture)  # a bad --capture before any weights load
         tokenizer = load_tokenizer(model_dir)  # refuses a model without a chat template before loading weights
         device = resolve_device(config.device)
         model = load_model(model_dir, device, resolve_dtype(config.dtype, device))
@@ -100,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         report = check_signal(
             model, tokenizer, rows, reward, config, model_type=getattr(model.config, "model_type", None)
         )
-    except (SignalCheckError, ScoringInputError, InferenceSettingError) as error:
+    except (SignalCheckError, ScoringInputError, InferenceSettingError, OutputPathError) as error:
         print(f"verl-gain check-signal: error: {error}", file=sys.stderr)
         return 2
     print("\n".join(report.lines()))

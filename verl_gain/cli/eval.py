@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from verl_gain.cli.shared import INTERRUPTED_EXIT_CODE, finite_float, non_negative_int, positive_int
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``verl-gain eval``."""
@@ -21,17 +23,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--data", nargs="+", required=True, help="benchmark parquet files (PATH or NAME=PATH) from recipes/*/prepare.py"
     )
     parser.add_argument("--output-dir", required=True, help="where results.json, results.md and samples.jsonl go")
-    parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--n-samples", type=int, default=defaults.n_samples)
-    parser.add_argument("--temperature", type=float, default=defaults.temperature, help="0 = greedy")
-    parser.add_argument("--top-p", type=float, default=defaults.top_p)
-    parser.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=defaults.max_new_tokens)
+    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)
+    parser.add_argument("--n-samples", type=positive_int, default=defaults.n_samples)
+    parser.add_argument("--temperature", type=finite_float, default=defaults.temperature, help="0 = greedy")
+    parser.add_argument("--top-p", type=finite_float, default=defaults.top_p)
+    parser.add_argument("--limit", type=positive_int, default=None, help="first N problems of each benchmark")
     parser.add_argument("--device", default=defaults.device, choices=("auto", "cpu", "cuda"))
     parser.add_argument("--dtype", default=defaults.dtype, choices=("auto", "float32", "bfloat16", "float16"))
-    parser.add_argument("--score-workers", type=int, default=defaults.score_workers)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--cpu-threads", type=int, default=None, help="torch CPU threads (1 helps on a busy machine)")
+    parser.add_argument("--score-workers", type=positive_int, default=defaults.score_workers)
+    parser.add_argument("--seed", type=non_negative_int, default=defaults.seed)
+    parser.add_argument(
+        "--cpu-threads", type=positive_int, default=None, help="torch CPU threads (1 helps on a busy machine)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -54,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
         )
         run_eval(args.model, args.data, args.output_dir, config)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"verl-gain eval: {exc}", file=sys.stderr)
+        print(f"verl-gain eval: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\nverl-gain eval: interrupted; nothing was written to {args.output_dir}", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
     return 0

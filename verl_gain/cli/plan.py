@@ -17,6 +17,8 @@ import json
 import sys
 from pathlib import Path
 
+from verl_gain.cli.shared import finite_float, positive_int
+
 ACCURACY_HELP = (
     "flat:A | linear:A:B (from A at step 1 to B at the last step) | a gain_trace.jsonl or verl metrics.jsonl of a "
     "real run (its per-step accuracy and angle signal)"
@@ -36,15 +38,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n\n")[0],
     )
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--rows", type=int, help="training set size N (the order itself does not matter)")
+    source.add_argument("--rows", type=positive_int, help="training set size N (the order itself does not matter)")
     source.add_argument("--scores", help="a scores file (verl-gain score, or a run's gain_scores.parquet): N and keys")
     parser.add_argument("--recipe", help="a recipes/config/setup name: its gain settings, batch size and steps")
     parser.add_argument("--preset", choices=("default", "paper"), default="default", help="the gain group preset")
-    parser.add_argument("--batch", type=int, help="prompts per step (data.train_batch_size)")
-    parser.add_argument("--steps", type=int, help="training steps (trainer.total_training_steps)")
+    parser.add_argument("--batch", type=positive_int, help="prompts per step (data.train_batch_size)")
+    parser.add_argument("--steps", type=positive_int, help="training steps (trainer.total_training_steps)")
     parser.add_argument("--accuracy", default="flat:0.6", help=ACCURACY_HELP + " (default flat:0.6)")
     parser.add_argument(
-        "--angle", type=float, default=None, help="a constant angle signal a (default: 0, or from --scores keys)"
+        "--angle", type=finite_float, default=None, help="a constant angle signal a (default: 0, or from --scores keys)"
     )
     parser.add_argument("--out-dir", default=None, help="where plan.png and plan.json go (default: no files)")
     parser.add_argument("overrides", nargs="*", help="gain.* overrides, e.g. gain.n_fraction=0.02 gain.at_end=hold")
@@ -141,14 +143,18 @@ def _read_accuracy_log(path: Path) -> tuple[list[float], list[float | None]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from verl_gain.output_paths import check_output_dir
+
     try:
+        if args.out_dir:
+            check_output_dir(args.out_dir)
         plan, settings = _plan(args)
     except (PlanInputError, ValueError) as error:
         print(f"verl-gain plan: error: {error}", file=sys.stderr)
         return 2
     _print(plan, settings)
-    if args.out_dir:
-        _write(plan, Path(args.out_dir))
+    if args.out_dir and not _write(plan, Path(args.out_dir)):
+        return 1
     return 0
 
 
@@ -230,7 +236,8 @@ def _print(plan, settings) -> None:
     print("distinct prompts per 10 steps: " + ", ".join(str(d) for d in plan.block_distinct))
 
 
-def _write(plan, out_dir: Path) -> None:
+def _write(plan, out_dir: Path) -> bool:
+    """plan.json and plan.png in ``out_dir``; False (after a one-line error) when they cannot be written."""
     from dataclasses import asdict
 
     try:
@@ -251,8 +258,9 @@ def _write(plan, out_dir: Path) -> None:
         path = plot_plan(plan, out_dir / "plan.png")
     except OSError as error:
         print(f"verl-gain plan: error: cannot write to {out_dir}: {error.strerror}", file=sys.stderr)
-        return
+        return False
     print(f"wrote {out_dir / 'plan.json'} and {path}")
+    return True
 
 
 def plot_plan(plan, path: Path) -> Path:

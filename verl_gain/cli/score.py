@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from verl_gain.cli.shared import INTERRUPTED_EXIT_CODE, finite_float, positive_int
 from verl_gain.scoring.constants import (
     CAPTURE_ROLES,
     DEFAULT_CAPTURE,
@@ -43,19 +44,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help=f"capture point: {' | '.join(CAPTURE_ROLES)} | mlp_input:<layer> | input:<module> | output:<module> "
         f"(default: {DEFAULT_CAPTURE})",
     )
-    parser.add_argument("--inter-weight", type=float, default=1.0, help="w in key = intra + w * inter (default 1)")
     parser.add_argument(
-        "--max-length", type=int, default=None, help="longest prompt in tokens (default: the model's context)"
+        "--inter-weight", type=finite_float, default=1.0, help="w in key = intra + w * inter (default 1)"
+    )
+    parser.add_argument(
+        "--max-length", type=positive_int, default=None, help="longest prompt in tokens (default: the model's context)"
     )
     parser.add_argument("--skip-long", action="store_true", help="leave prompts over --max-length out (counted)")
     parser.add_argument(
         "--token-budget",
-        type=int,
+        type=positive_int,
         default=DEFAULT_TOKEN_BUDGET,
         help=f"tokens per forward pass (default {DEFAULT_TOKEN_BUDGET}; raise it on a GPU)",
     )
     parser.add_argument("--layout", choices=LAYOUTS, default="right", help="batch layout (default: right padding)")
-    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="prompts per resumable chunk")
+    parser.add_argument(
+        "--chunk-size", type=positive_int, default=DEFAULT_CHUNK_SIZE, help="prompts per resumable chunk"
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     parser.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16 (default: auto)")
     parser.add_argument(
@@ -67,15 +72,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from verl_gain.scoring.scorer import ScoreConfig, score_dataset  # heavy (torch, transformers): only when run
+    from verl_gain.scoring.scorer import ScoreConfig, parts_dir_for, score_dataset  # heavy: only when run
+
+    if args.quiet:  # no bar at all: transformers' weight-loading bar too
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
 
     try:
         try:
             template_kwargs = json.loads(args.apply_chat_template_kwargs)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise ScoringInputError(
                 f"--apply-chat-template-kwargs is not valid JSON: {args.apply_chat_template_kwargs!r}"
             ) from None
+        if not isinstance(template_kwargs, dict):
+            raise ScoringInputError(
+                "--apply-chat-template-kwargs must be a JSON object such as '{\"enable_thinking\": false}', got "
+                f"{args.apply_chat_template_kwargs!r}"
+            )
         config = ScoreConfig(
             prompt_key=args.prompt_key,
             apply_chat_template_kwargs=template_kwargs,
@@ -96,6 +111,15 @@ def run(args: argparse.Namespace) -> int:
     except ScoringInputError as err:
         print(f"verl-gain score: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        parts = parts_dir_for(args.out)
+        kept = len(list(parts.glob("chunk-*.parquet"))) if parts.is_dir() else 0
+        print(
+            f"\nverl-gain score: interrupted; {kept} finished chunk(s) kept in {parts}: run the same command again to "
+            "resume from them",
+            file=sys.stderr,
+        )
+        return INTERRUPTED_EXIT_CODE
     info = result.info
     skipped = len(info.get("skipped_long", []))
     if result.chunks_computed == 0 and result.chunks_reused == 0:

@@ -141,8 +141,8 @@ class GainConfig:
         value = getattr(self, name)
         if value is None:
             return
-        in_range = (low < value if low_open else low <= value) and value <= 1
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not in_range:
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not is_number or not ((low < value if low_open else low <= value) and value <= 1):
             interval = f"({low:g}, 1]" if low_open else f"[{low:g}, 1]"
             raise ValueError(
                 f"gain.{name} must be in {interval} (a fraction of the training set), got {value!r}; set it to null "

@@ -122,12 +122,20 @@ def load_benchmark(spec: str, limit: int | None = None) -> Benchmark:
     path = Path(path_text).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"benchmark file {path} does not exist: run the recipe's prepare.py first")
-    frame = pd.read_parquet(path)
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"cannot read benchmark file {path} ({reason}): write it again with recipes/prepare_*.py"
+        ) from None
     missing = {"data_source", "prompt", "reward_model"} - set(frame.columns)
     if missing:
         raise ValueError(f"{path} lacks verl columns {sorted(missing)}: write it with a recipes/*/prepare.py script")
     if limit is not None:
         frame = frame.head(limit)
+    if len(frame) == 0:
+        raise ValueError(f"benchmark file {path} holds no problems: write it again with recipes/prepare_*.py")
     rows = frame.to_dict(orient="records")
     return Benchmark(name or benchmark_name(path), path, rows)
 
@@ -261,17 +269,17 @@ def evaluate_checkpoint(
 ) -> tuple[list[BenchmarkResult], list[dict]]:
     """Generate and score every benchmark with one checkpoint: its results and the per-response records."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from verl_gain.evaluation.checkpoints import resolve_checkpoint
+    from verl_gain.inference import load_causal_lm
 
     reward = reward or default_reward()
-    from verl_gain.evaluation.checkpoints import resolve_checkpoint
-
     folder = resolve_checkpoint(checkpoint)
     threads = torch.get_num_threads()  # restored afterwards: cpu_threads is for this evaluation only
     try:
         device, dtype = _torch_setup(config)
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
+        tokenizer = load_tokenizer(folder)
+        model = load_causal_lm(folder, dtype).to(device).eval()
         results, records = [], []
         for benchmark in benchmarks:
             start = time.perf_counter()
@@ -288,6 +296,19 @@ def evaluate_checkpoint(
     finally:
         torch.set_num_threads(threads)
     return results, records
+
+
+def load_tokenizer(folder: Path) -> Any:
+    """The checkpoint's tokenizer; a missing or damaged one is one line (``CheckpointError``)."""
+    from transformers import AutoTokenizer
+
+    from verl_gain.evaluation.checkpoints import CheckpointError
+
+    try:
+        return AutoTokenizer.from_pretrained(folder)
+    except Exception as error:  # transformers raises OSError, ValueError, KeyError... for a broken tokenizer folder
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"cannot load the tokenizer of {folder}: {first}") from None
 
 
 def checkpoint_table(results: Sequence[BenchmarkResult]) -> str:
@@ -327,18 +348,38 @@ def run_eval(
     config: EvalConfig,
     reward: Callable[..., dict] | None = None,
 ) -> dict[str, list[BenchmarkResult]]:
-    """Evaluate every checkpoint on every benchmark; print the tables and write the output files."""
+    """Evaluate every checkpoint on every benchmark; print the tables and write the output files.
+
+    Every input is checked before the first model loads: the output folder, every benchmark file and every
+    checkpoint (merged first where it is a verl checkpoint, its weight files complete). Samples are written to a
+    ``.partial`` file renamed at the end, so a failed or interrupted run leaves no half-written output.
+    """
+    from verl_gain.evaluation.checkpoints import resolve_checkpoint
+    from verl_gain.inference import check_model_weights
+    from verl_gain.output_paths import check_output_dir
+
+    output = check_output_dir(output_dir, "--output-dir")
     benchmarks = [load_benchmark(spec, config.limit) for spec in benchmark_specs]
-    output = Path(output_dir).expanduser()
+    for checkpoint in checkpoints:
+        check_model_weights(resolve_checkpoint(checkpoint))
+    created = not output.exists()
     output.mkdir(parents=True, exist_ok=True)
+    partial = output / f"{SAMPLES_JSONL}.partial"
     all_results: dict[str, list[BenchmarkResult]] = {}
-    with open(output / SAMPLES_JSONL, "w") as samples:
-        for checkpoint in checkpoints:
-            results, records = evaluate_checkpoint(checkpoint, benchmarks, config, reward)
-            all_results[str(checkpoint)] = results
-            for record in records:
-                samples.write(json.dumps(record) + "\n")
-            print(f"\n## {checkpoint}\n\n{checkpoint_table(results)}\n", flush=True)
+    try:
+        with open(partial, "w") as samples:
+            for checkpoint in checkpoints:
+                results, records = evaluate_checkpoint(checkpoint, benchmarks, config, reward)
+                all_results[str(checkpoint)] = results
+                for record in records:
+                    samples.write(json.dumps(record) + "\n")
+                print(f"\n## {checkpoint}\n\n{checkpoint_table(results)}\n", flush=True)
+        partial.replace(output / SAMPLES_JSONL)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        if created and not any(output.iterdir()):
+            output.rmdir()
+        raise
     markdown = [f"## {name}\n\n{checkpoint_table(results)}\n" for name, results in all_results.items()]
     markdown.append(f"## pass@1 (%) by checkpoint\n\n{comparison_table(all_results)}\n")
     (output / RESULTS_MARKDOWN).write_text("\n".join(markdown))

@@ -7,6 +7,7 @@ writes a merged Hugging Face folder next to it first.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,10 @@ MERGED_FOLDER = "merged_hf"
 # verl's FSDP checkpoints hold one shard per rank under this name pattern (verl/utils/checkpoint).
 FSDP_SHARD_GLOB = "model_world_size_*_rank_*.pt"
 WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be turned into a Hugging Face model folder (one line: which, why, what to do)."""
 
 
 def _has_weights(folder: Path) -> bool:
@@ -34,8 +39,27 @@ def resolve_checkpoint(path: str | Path) -> Path:
         target = actor / MERGED_FOLDER
         print(f"[verl-gain eval] merging the FSDP checkpoint {actor} into {target} (verl model merger)", flush=True)
         command = [sys.executable, "-m", "verl.model_merger", "merge", "--backend", "fsdp"]
-        subprocess.run([*command, "--local_dir", str(actor), "--target_dir", str(target)], check=True)
+        try:
+            done = subprocess.run(
+                [*command, "--local_dir", str(actor), "--target_dir", str(target)], capture_output=True, text=True
+            )
+        except BaseException:  # Ctrl-C mid-merge: no half-merged folder is left to be taken for a model later
+            shutil.rmtree(target, ignore_errors=True)
+            raise
+        if done.returncode != 0 or not _has_weights(target):
+            shutil.rmtree(target, ignore_errors=True)
+            said = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+            raise CheckpointError(
+                f"verl's model merger could not merge {actor} (exit status {done.returncode}"
+                f"{': ' + said[-1][:200] if said else ''}): check that the checkpoint is complete (every rank's "
+                "shard and the huggingface/ config), or merge it with python -m verl.model_merger merge yourself "
+                "and pass the merged folder"
+            )
         return target
+    if not path.exists():
+        raise FileNotFoundError(
+            f"checkpoint {path} does not exist: pass a Hugging Face model folder or a verl checkpoint"
+        )
     raise FileNotFoundError(
         f"{path} is neither a Hugging Face model folder (config.json + weights) nor a verl checkpoint "
         f"(global_step_N/actor with {FSDP_SHARD_GLOB} or huggingface/ weights)"

@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from verl_gain.rewards import CODE_DATA_SOURCES
+from verl_gain.rewards.failsafe import never_raises
 
 
+@never_raises
 def compute_score(
     data_source: str, solution_str: str, ground_truth: Any, extra_info: dict | None = None, **kwargs: Any
 ) -> dict[str, float | str]:

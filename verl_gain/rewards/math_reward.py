@@ -25,6 +25,8 @@ import re
 import threading
 from typing import Any
 
+from verl_gain.rewards.failsafe import never_raises
+
 # Parsing and comparison limits inside math-verify (its own defaults are 5 s each).
 PARSE_TIMEOUT_S = 5
 VERIFY_TIMEOUT_S = 5
@@ -160,6 +162,7 @@ def check_answer(ground_truth: str, candidate: str, whole_text: bool = False) ->
         return False, ""
 
 
+@never_raises
 def compute_score(
     data_source: str,
     solution_str: str,

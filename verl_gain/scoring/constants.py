@@ -20,3 +20,16 @@ DEFAULT_CHUNK_SIZE = 512
 
 TOP_PROMPTS = 5
 """Prompts ``verl-gain inspect`` lists at each end of the order."""
+
+RESERVED_TEMPLATE_KWARGS = (
+    "tokenize",
+    "add_generation_prompt",
+    "continue_final_message",
+    "tools",
+    "conversation",
+    "return_dict",
+    "return_tensors",
+    "return_assistant_tokens_mask",
+)
+"""``apply_chat_template`` arguments that verl's rollout (and so the scorer) sets itself: a prompt is always rendered
+with a generation prompt, as text, then tokenised; ``--apply-chat-template-kwargs`` may not change that."""

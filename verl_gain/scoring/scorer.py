@@ -46,12 +46,29 @@ from verl_gain.core.angles import (
     segment_sums_packed,
     segment_sums_padded,
 )
-from verl_gain.inference import DTYPES, InferenceSettingError, pad_rows, resolve_device, resolve_dtype
+from verl_gain.inference import (
+    DTYPES,
+    InferenceSettingError,
+    ModelFilesError,
+    check_model_weights,
+    load_causal_lm,
+    pad_rows,
+    resolve_device,
+    resolve_dtype,
+)
+from verl_gain.output_paths import OutputPathError, check_output_file
 from verl_gain.scoring.capture import CapturePoint, HiddenStateCapture, resolve_capture_point
-from verl_gain.scoring.constants import DEFAULT_CAPTURE, DEFAULT_CHUNK_SIZE, DEFAULT_TOKEN_BUDGET, LAYOUTS
+from verl_gain.scoring.constants import (
+    DEFAULT_CAPTURE,
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_TOKEN_BUDGET,
+    LAYOUTS,
+    RESERVED_TEMPLATE_KWARGS,
+)
 from verl_gain.scoring.errors import ScoringInputError
 from verl_gain.scoring.scores_file import (
     FingerprintMismatch,
+    UnreadableScoresFile,
     check_fingerprint,
     dataset_fingerprint,
     extra_info_index,
@@ -109,6 +126,13 @@ class ScoreConfig:
                 f"apply_chat_template_kwargs must be a dict (e.g. {{'enable_thinking': false}}), "
                 f"got {self.apply_chat_template_kwargs!r}"
             )
+        reserved = sorted(set(self.apply_chat_template_kwargs) & set(RESERVED_TEMPLATE_KWARGS))
+        if reserved:
+            raise ScoringInputError(
+                f"apply_chat_template_kwargs may not set {', '.join(reserved)}: prompts are rendered as verl's rollout "
+                "renders them (add_generation_prompt=True, as text, then tokenised); pass only template variables "
+                "such as enable_thinking"
+            )
         if not (isinstance(self.inter_weight, (int, float)) and math.isfinite(self.inter_weight)):
             raise ScoringInputError(
                 f"inter_weight must be a finite number (default 1, paper 8), got {self.inter_weight!r}"
@@ -148,10 +172,44 @@ def load_tokenizer(model_dir: str | os.PathLike) -> Any:
 
 
 def load_model(model_dir: str | os.PathLike, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    try:
+        model = load_causal_lm(model_dir, dtype)
+    except ModelFilesError as err:
+        raise ScoringInputError(str(err)) from None
     return model.to(device).eval()
+
+
+def resolve_capture_on_meta(model_dir: str | os.PathLike, spec: str | CapturePoint) -> None:
+    """Resolve a capture point against the model built from its config on the meta device (no weights are read),
+    so that a bad ``--capture`` is refused before a model loads."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(model_dir)
+        with torch.device("meta"):
+            meta_model = AutoModelForCausalLM.from_config(config)
+    except (OSError, ValueError, KeyError) as err:
+        raise ScoringInputError(f"cannot read the config of model {model_dir}: {str(err).splitlines()[0]}") from None
+    resolve_capture_point(meta_model, spec)
+
+
+def check_scores_output(out: Path, overwrite: bool) -> None:
+    """``--out`` before any work: a writable file path, its chunk folder free, an existing file readable or replaced.
+
+    Raises ``ScoringInputError`` naming the path and the fix.
+    """
+    try:
+        check_output_file(out)
+    except OutputPathError as err:
+        raise ScoringInputError(str(err)) from None
+    parts = parts_dir_for(out)
+    if parts.exists() and not parts.is_dir():
+        raise ScoringInputError(f"{parts} (where an interrupted run keeps its finished chunks) is a file: remove it")
+    if out.exists() and not overwrite:
+        try:
+            read_fingerprint(out)
+        except (UnreadableScoresFile, FingerprintMismatch) as err:
+            raise ScoringInputError(f"--out {err}; or pass --overwrite to replace it") from None
 
 
 # ------------------------------------------------------------------------------------------------------ batching
@@ -309,6 +367,11 @@ def prepare_dataset(
             f"{len(too_long)} prompt(s) are longer than --max-length {max_length} tokens (rows {listed}); "
             "raise --max-length or pass --skip-long to leave them out"
         )
+    if len(too_long) == len(prompts):
+        raise ScoringInputError(
+            f"every prompt ({len(prompts)}) is longer than --max-length {max_length} tokens, so --skip-long would "
+            f"leave nothing to score (shortest: {min(len(p) for p in prompts)} tokens); raise --max-length"
+        )
     keep = np.setdiff1d(np.arange(len(prompts)), np.asarray(too_long, dtype=np.int64))
     index = extra_info_index(frame)
     return PreparedDataset(
@@ -381,12 +444,17 @@ def score_dataset(
     config = config or ScoreConfig()
     out = Path(out)
     started = time.perf_counter()
-    try:
-        model_dir = resolve_model(model)
-    except FileNotFoundError as err:
-        raise ScoringInputError(str(err)) from None
+    check_scores_output(out, overwrite)  # before any work: nothing is loaded for a run that could not be written
     frame = data if isinstance(data, pd.DataFrame) else read_data_file(data)
     prompt_column(frame, config.prompt_key)  # refuse a missing column before loading anything
+    try:
+        model_dir = resolve_model(model)
+        if loaded is None:
+            check_model_weights(model_dir)
+    except (FileNotFoundError, ModelFilesError) as err:
+        raise ScoringInputError(str(err)) from None
+    if loaded is None:
+        resolve_capture_on_meta(model_dir, config.capture)
     tokenizer = loaded[1] if loaded else load_tokenizer(model_dir)
     model_config = json.loads((Path(model_dir) / "config.json").read_text())
     segmenter = PromptSegmenter(tokenizer, config.apply_chat_template_kwargs, model_config.get("model_type"))
@@ -412,12 +480,12 @@ def score_dataset(
         },
     }
     if out.exists():
-        found, info = read_fingerprint(out)
         try:
+            found, info = read_fingerprint(out)
             check_fingerprint(found, fingerprint, what=f"existing {out}")
             frame_out, _, _ = read_scores(out)
             return ScoreResult(frame_out, found, info)
-        except FingerprintMismatch:
+        except (FingerprintMismatch, UnreadableScoresFile):
             if not overwrite:
                 raise ScoringInputError(
                     f"{out} exists and was scored with another dataset/model/config; pass --overwrite or another --out"

@@ -97,12 +97,37 @@ def read_data_file(path: str | os.PathLike) -> pd.DataFrame:
     try:
         if suffix == ".parquet":
             return pd.read_parquet(path)
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
         if suffix == ".json" and text.lstrip().startswith("["):
-            return pd.DataFrame(json.loads(text))
-        return pd.DataFrame([json.loads(line) for line in text.splitlines() if line.strip()])
-    except (ValueError, OSError) as err:
-        raise ScoringInputError(f"cannot read {path.name}: {str(err).splitlines()[0]}") from None
+            rows = json.loads(text)
+        else:
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except (ValueError, OSError, RecursionError, pa.ArrowException) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ScoringInputError(f"cannot read {path.name}: {reason}") from None
+    _check_json_rows(rows, path)
+    if not rows:
+        raise ScoringInputError(f"data file {path.name} holds no rows; give a file with verl-format rows")
+    return pd.DataFrame(rows)
+
+
+def _check_json_rows(rows: list[Any], path: Path) -> None:
+    """Every row of a JSON data file is an object whose text is valid Unicode (JSON can spell a lone surrogate,
+    ``\\ud800``, that no UTF-8 encoder, tokenizer or parquet writer accepts later)."""
+    for number, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ScoringInputError(
+                f"{path.name} row {number} is a {type(row).__name__}, not an object with verl's fields (prompt, ...)"
+            )
+        try:
+            json.dumps(row, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ScoringInputError(
+                f"{path.name} row {number} holds a lone surrogate ({err.object[err.start : err.end]!r}), which is not "
+                "valid Unicode text: fix the escape (a \\ud800-\\udfff half of a pair) in the file"
+            ) from None
+        except (ValueError, RecursionError) as err:
+            raise ScoringInputError(f"{path.name} row {number} cannot be read: {err}") from None
 
 
 def read_data_files(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> pd.DataFrame:
@@ -277,21 +302,58 @@ def write_scores(
     table = table.replace_schema_metadata(metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    try:
+        pq.write_table(table, tmp)
+        tmp.replace(path)
+    except BaseException:  # Ctrl-C or a full disk mid-write: no half-written temp file is left behind
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
+class UnreadableScoresFile(ScoringInputError):
+    """A file that is not a readable scores parquet (empty, truncated, garbage, a folder, no permission)."""
+
+
+def _unreadable(path: Path, reason: str) -> UnreadableScoresFile:
+    return UnreadableScoresFile(
+        f"{path} is not a readable scores file ({reason}); delete it (or pass another path) and re-run "
+        "`verl-gain score`"
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
 def read_fingerprint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(fingerprint, info) from a scores file's metadata, without reading the table."""
+    """(fingerprint, info) from a scores file's metadata, without reading the table.
+
+    Raises ``FileNotFoundError`` for a missing file, ``UnreadableScoresFile`` (one line naming the file and the fix)
+    for anything that is not a readable parquet file, and ``FingerprintMismatch`` for a parquet file without a
+    verl-gain fingerprint.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise _unreadable(path, "it is a folder")
     if not path.is_file():
         raise FileNotFoundError(f"scores file {str(path)!r} does not exist; create it with `verl-gain score`")
-    metadata = pq.read_schema(path).metadata or {}
+    if path.stat().st_size == 0:
+        raise _unreadable(path, "0 bytes: an interrupted write?")
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (OSError, ValueError, pa.ArrowException) as error:
+        raise _unreadable(path, f"truncated or not parquet: {_first_line(error)}") from None
     if FINGERPRINT_KEY not in metadata:
         raise FingerprintMismatch(f"{path} is not a verl-gain scores file (no fingerprint); re-run `verl-gain score`")
-    fingerprint = json.loads(metadata[FINGERPRINT_KEY])
-    info = json.loads(metadata[INFO_KEY]) if INFO_KEY in metadata else {}
+    try:
+        fingerprint = json.loads(metadata[FINGERPRINT_KEY])
+        info = json.loads(metadata[INFO_KEY]) if INFO_KEY in metadata else {}
+    except (ValueError, UnicodeDecodeError) as error:
+        raise _unreadable(path, f"its fingerprint is damaged: {_first_line(error)}") from None
+    if not isinstance(fingerprint, dict) or not isinstance(info, dict):
+        raise _unreadable(path, "its fingerprint is damaged: not a JSON object")
     return fingerprint, info
 
 
@@ -301,6 +363,7 @@ def read_scores(
     """Read a scores file: (table, fingerprint, info); checked against ``expected`` (any subset of fields).
 
     Example: ``read_scores(p, {"dataset": dataset_fingerprint(df["prompt"])})`` refuses scores of another dataset.
+    Errors as ``read_fingerprint``; a table without the score columns is ``UnreadableScoresFile`` too.
     """
     fingerprint, info = read_fingerprint(path)
     if fingerprint.get("format") != FORMAT_VERSION:
@@ -309,7 +372,14 @@ def read_scores(
         )
     if expected:
         check_fingerprint(fingerprint, expected, what=f"scores file {path}")
-    return pd.read_parquet(path), fingerprint, info
+    try:
+        table = pd.read_parquet(path)
+    except (OSError, ValueError, pa.ArrowException) as error:
+        raise _unreadable(Path(path), f"its table cannot be read: {_first_line(error)}") from None
+    missing = [c for c in SCORE_COLUMNS if c not in table.columns and c not in OPTIONAL_COLUMNS]
+    if missing:
+        raise _unreadable(Path(path), f"columns {missing} are missing")
+    return table, fingerprint, info
 
 
 # ------------------------------------------------------------------------------------------------- the table

@@ -25,6 +25,8 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
+from verl_gain.rewards.failsafe import never_raises
+
 DATA_SOURCE = "verl_gain/arithmetic"
 INSTRUCTION = "Reply with the number only."
 """Appended to every question: the model is verbose, and a short reply is both easier to parse and to learn."""
@@ -167,6 +169,7 @@ def final_number(text: str) -> float | None:
         return None
 
 
+@never_raises
 def compute_score(
     data_source: str, solution_str: str, ground_truth: str, extra_info: dict[str, Any] | None = None, **kwargs: Any
 ) -> dict[str, float]:

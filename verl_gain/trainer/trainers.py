@@ -10,6 +10,9 @@ Each overrides named hooks only and calls verl's method inside; the GAIN work it
 3. after each actor update: the step's rollouts move the window (``TrainerCurriculum.finish_step``); ``gain/``
    metrics go to verl's logger;
 4. when verl saves a checkpoint: the curriculum state goes into the step folder first.
+
+With each step's ``gain/`` metrics goes ``REWARD_FAILED_METRIC``: the rollouts whose reward function failed (and
+scored 0) in that step, from the ``reward_failed`` extra info that every reward of ``verl_gain.rewards`` returns.
 """
 
 from __future__ import annotations
@@ -24,6 +27,17 @@ from verl_gain.trainer.compat import PPOTrainerSync, RayPPOTrainer, collate_fn, 
 from verl_gain.trainer.curriculum import TrainerCurriculum, build_curriculum
 from verl_gain.trainer.prepass import training_row_scores
 from verl_gain.trainer.worker import STEP_STATS_KEY, use_gain_worker
+
+REWARD_FAILED_EXTRA_KEY = "reward_failed"
+"""The extra-info key ``verl_gain.rewards.failsafe.REWARD_FAILED_KEY`` (spelled here: the trainer layer does not import
+the rewards; ``tests/reliability/test_rewards_never_raise.py`` checks that the two agree)."""
+REWARD_FAILED_METRIC = "reward/failed_count"
+"""Step metric: rollouts of the step whose reward function failed (0 score, reason in ``reward_error``)."""
+
+
+def failed_reward_count(flags: Any) -> float:
+    """How many rollouts' rewards failed, from their ``reward_failed`` values (missing or None: not failed)."""
+    return float(sum(float(flag) for flag in flags if flag is not None))
 
 
 class GainScoresMixin:
@@ -105,6 +119,7 @@ class GainPPOTrainerSync(GainScoresMixin, PPOTrainerSync):
                 self.global_steps, list(data["uid"]), list(data["extra_info"]), acc, scores, stats, is_padding
             )
         )
+        metrics[REWARD_FAILED_METRIC] = failed_reward_count(r.get(REWARD_FAILED_EXTRA_KEY) for r in reward_info)
         return batch
 
     def _save_checkpoint(self) -> None:
@@ -165,6 +180,7 @@ class GainRayPPOTrainer(GainScoresMixin, RayPPOTrainer):
         gain_metrics = self.gain.finish_step(
             self.global_steps, list(non_tensor["uid"]), list(non_tensor["extra_info"]), acc, scores, stats, is_padding
         )
+        gain_metrics[REWARD_FAILED_METRIC] = failed_reward_count(non_tensor.get(REWARD_FAILED_EXTRA_KEY, ()))
         actor_output.meta_info.setdefault("metrics", {}).update(gain_metrics)
         return actor_output
 
