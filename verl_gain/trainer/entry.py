@@ -115,24 +115,30 @@ def _check_scores_file(config: DictConfig, settings: GainSettings) -> None:
 
 def _check_capture_point(config: DictConfig, settings: GainSettings) -> None:
     """Resolve ``gain.capture_point`` against the actor's model before Ray starts (the workers would fail only after
-    start-up). The model is built on the meta device from its config: no weights are read. A model that is not a
-    local folder is left to the workers."""
-    model = config.actor_rollout_ref.model
-    path = Path(str(model.get("hf_config_path") or model.path)).expanduser()
-    if not (path / "config.json").is_file():
-        return
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    start-up). The model (``hf_config_path`` or ``path``: a local folder or a hub id in the Hugging Face cache) is
+    built on the meta device from its config: no weights are read. A model this machine cannot see (a remote path,
+    a folder or cache that only the cluster's nodes have) is left to the workers, with a note."""
+    from verl_gain.model_sources import is_hub_id, resolve_model
 
-    from verl_gain.scoring.capture import CapturePointError, resolve_capture_point
+    model = config.actor_rollout_ref.model
+    name = str(model.get("hf_config_path") or model.path)
+    if not (is_hub_id(name) or (Path(name).expanduser() / "config.json").is_file()):
+        return
+    try:
+        folder = resolve_model(name, config_only=True)
+    except FileNotFoundError as error:
+        print(f"[verl-gain] gain.capture_point is checked by the workers: {error}", flush=True)
+        return
+    from verl_gain.scoring.capture import CapturePointError, meta_model, resolve_capture_point
 
     trust = bool(model.get("trust_remote_code", False))
-    with torch.device("meta"):
-        meta_model = AutoModelForCausalLM.from_config(
-            AutoConfig.from_pretrained(path, trust_remote_code=trust), trust_remote_code=trust
-        )
     try:
-        resolve_capture_point(meta_model, settings.capture_point)
+        skeleton = meta_model(folder, trust)
+    except ValueError as error:  # transformers: custom code without trust_remote_code, or an unknown model type
+        fix = " (set actor_rollout_ref.model.trust_remote_code=True)" if "custom code" in str(error) else ""
+        raise GainConfigError(f"actor_rollout_ref.model.path={model.path}: {str(error).splitlines()[0]}{fix}") from None
+    try:
+        resolve_capture_point(skeleton, settings.capture_point)
     except CapturePointError as error:
         raise GainConfigError(f"gain.capture_point={settings.capture_point}: {error}") from None
 

@@ -21,6 +21,7 @@ from tensordict import TensorDict
 from tqdm import tqdm
 
 from verl_gain.core.angles import STAT_FIELDS
+from verl_gain.model_sources import is_hub_id, resolve_model
 from verl_gain.scoring.capture import describe_capture_point
 from verl_gain.scoring.scores_file import (
     data_files_prompts,
@@ -41,9 +42,18 @@ from verl_gain.trainer.settings import GainSettings
 from verl_gain.trainer.worker import PromptSegmentTable
 
 
-def local_model_path(config: DictConfig) -> str:
-    """The actor model folder on this machine (verl copies remote paths locally the same way)."""
-    return copy_to_local(config.actor_rollout_ref.model.path, use_shm=config.actor_rollout_ref.model.get("use_shm"))
+def local_model_path(config: DictConfig, key: str = "path") -> str:
+    """The actor model's folder on this machine: ``actor_rollout_ref.model.<key>`` (``path``, or ``hf_config_path``
+    falling back to ``path`` as verl does) copied locally as verl copies it (HDFS), and a hub id resolved to its
+    snapshot in the Hugging Face cache as transformers resolves it in the workers (the model's weights too: their
+    sampled hash is part of the scores' fingerprint; ``hf_config_path`` needs its config only)."""
+    model = config.actor_rollout_ref.model
+    name = model.get(key) or model.path
+    local = copy_to_local(name, use_shm=model.get("use_shm"))
+    try:
+        return str(resolve_model(local, config_only=key != "path"))
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"actor_rollout_ref.model.{key}: {error}") from None
 
 
 def prompt_batch(prompts: Sequence[SegmentedPrompt]) -> TensorDict:
@@ -127,13 +137,16 @@ def training_row_scores(
         train_dataset: verl's training dataset (a ``GainRLHFDataset``: ``prompt_messages()``, ``dataframe``).
         worker_group: the actor worker group (``GainActorRolloutRefWorker``).
     """
+    model_name = str(config.actor_rollout_ref.model.path)
     model_path = local_model_path(config)
+    config_path = local_model_path(config, "hf_config_path")
+    trust_remote_code = bool(config.actor_rollout_ref.model.get("trust_remote_code", False))
     from transformers import AutoConfig
 
     segmenter = PromptSegmenter(
         tokenizer,
         config.data.get("apply_chat_template_kwargs") or {},
-        model_type=AutoConfig.from_pretrained(model_path).model_type,
+        model_type=AutoConfig.from_pretrained(config_path, trust_remote_code=trust_remote_code).model_type,
     )
     max_prompt = int(config.actor_rollout_ref.rollout.prompt_length)
     rows = train_dataset.prompt_messages()
@@ -147,8 +160,8 @@ def training_row_scores(
         PromptSegmentTable.from_segments([(p.input_ids, p.segment_ids) for p in prompts]),
     )
     identity = {
-        "model": model_identity(model_path),
-        "capture": describe_capture_point(model_path, settings.capture_point),
+        "model": model_identity(model_path, name=model_name if is_hub_id(model_name) else None),
+        "capture": describe_capture_point(config_path, settings.capture_point, trust_remote_code),
         "template": segmenter.template_identity(),
     }
     earlier = own_scores_file(config)
