@@ -242,6 +242,19 @@ def test_the_projection_warns_when_the_window_is_sized_wrongly_for_the_run(capsy
     assert sized.projection(total_steps=200).warnings == ()  # the defaults fit a 200-step run
 
 
+def test_a_step_that_updated_no_actor_holds_the_window(tmp_path):
+    """Critic warm-up (``trainer.critic_warmup``): verl updates no actor, so nothing moves the window that step."""
+    cur = curriculum(
+        GainSettings(sigma=2, n=3, adj_max=6, sigma_fraction=None, n_fraction=None), np.arange(12.0), tmp_path
+    )
+    before = cur.controller.mu
+    metrics = cur.hold_step(1)
+    assert cur.controller.mu == before and metrics["gain/mu"] == before and metrics["gain/delta"] == 0.0
+    assert metrics["gain/held"] == 1.0 and read_trace(tmp_path / "trace.jsonl")[0]["held"] == 1.0
+    moved = cur.finish_step(2, ["a"] * 4, [{"gain_position": 0}] * 4, [1.0] * 4, np.ones(4), None, None)
+    assert moved["gain/mu"] > before  # the first real step moves it as usual
+
+
 def test_state_round_trip_and_trace_truncation(tmp_path):
     settings = absolute(sigma=10.0, n=20.0)
     trace = str(tmp_path / "trace.jsonl")

@@ -100,11 +100,26 @@ def test_enabled_gain_selects_its_runners_and_dataset_class(train_file):
         (["data.gen_batch_size=2"], "data.gen_batch_size=null"),
         (["data.custom_cls.path=pkg://verl.utils.dataset.rl_dataset", "data.custom_cls.name=RLHFDataset"], "derive"),
         (["gain.scores_path=/nonexistent/scores.parquet"], "verl-gain score"),
+        (["actor_rollout_ref.actor.strategy=veomni"], "FSDP/FSDP2 and Megatron engines only.*model_engine=dp"),
+        (["actor_rollout_ref.actor.strategy=fsdp_turbo"], "actor_rollout_ref.actor.strategy=fsdp_turbo"),
+        (["algorithm.rollout_correction.bypass_mode=true"], "rollout_correction.bypass_mode=false.*step_angle=none"),
     ],
 )
 def test_invalid_combinations_fail_with_what_to_set(train_file, extra, message):
     with pytest.raises(GainConfigError, match=message):
         check_gain_config(gain_run(train_file, *extra))
+
+
+def test_what_the_capture_supports_passes(train_file, capsys):
+    """FSDP, FSDP2 and Megatron engines; bypass mode when no step angle is measured; critic warm-up, announced."""
+    for strategy in ("fsdp", "fsdp2"):
+        check_gain_config(gain_run(train_file, f"actor_rollout_ref.actor.strategy={strategy}"))
+    check_gain_config(gain_run(train_file, "model_engine=megatron"))
+    check_gain_config(gain_run(train_file, "algorithm.rollout_correction.bypass_mode=true", "gain.step_angle=none"))
+    capsys.readouterr()
+    check_gain_config(gain_run(train_file, "trainer.critic_warmup=3"))
+    notice = capsys.readouterr().out
+    assert "trainer.critic_warmup=3" in notice and "window holds still" in notice
 
 
 @pytest.mark.parametrize("value", ["no", "off", "flase", "abc", "0", "1", "null"])

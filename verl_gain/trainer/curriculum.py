@@ -375,6 +375,24 @@ class TrainerCurriculum:
         positions = [int((info or {}).get(POSITION_KEY, -1)) for info in extra_info]
         return self.update(summarize_step(uids, positions, correct, stats, is_padding), step)
 
+    def hold_step(self, step: int) -> dict[str, float]:
+        """Step ``step`` updated no actor (verl's critic warm-up, ``trainer.critic_warmup``): the window holds still
+        (no accuracy or angle moves it: the policy did not learn); returns the ``gain/`` metrics to log for it."""
+        controller = self._require_controller()
+        lo, hi = controller.window_range()
+        metrics = {
+            f"{METRIC_PREFIX}mu": controller.mu,
+            f"{METRIC_PREFIX}mu_before": controller.mu,
+            f"{METRIC_PREFIX}delta": 0.0,
+            f"{METRIC_PREFIX}held": 1.0,
+            f"{METRIC_PREFIX}sigma": controller.sigma,
+            f"{METRIC_PREFIX}window_lo": lo,
+            f"{METRIC_PREFIX}window_hi": hi,
+            f"{METRIC_PREFIX}coverage": controller.coverage(),
+        }
+        self._append_trace(StepSummary(acc=float("nan")), step, metrics)
+        return metrics
+
     # ----------------------------------------------------------------- state
     def save(self, step_folder: str | os.PathLike) -> Path:
         """Write the curriculum state into a checkpoint's ``global_step_k`` folder."""

@@ -22,6 +22,11 @@ DATASET_MODULE = "pkg://verl_gain.trainer.dataset"
 DATASET_CLASS = "GainRLHFDataset"
 
 
+CAPTURE_ENGINES = ("fsdp", "fsdp2", "megatron")
+"""``actor_rollout_ref.actor.strategy`` values whose engines the GAIN capture supports (``verl_gain.trainer.capture``:
+FSDP/FSDP2 and Megatron; veomni, torchtitan, automodel and fsdp_turbo build their model outputs elsewhere)."""
+
+
 class GainConfigError(ValueError):
     """A config that GAIN sampling cannot run with (one line: what to set)."""
 
@@ -79,6 +84,7 @@ def check_gain_config(config: DictConfig) -> GainSettings:
             "draws more: set algorithm.filter_groups.enable=false and "
             "trainer.v1.sampler.sync_refill_failed_groups=false"
         )
+    _check_engine_and_log_prob_pass(config, settings)
     gen_batch = config.data.get("gen_batch_size")
     if gen_batch not in (None, config.data.train_batch_size):
         raise GainConfigError(
@@ -96,6 +102,31 @@ def check_gain_config(config: DictConfig) -> GainSettings:
     _check_capture_point(config, settings)
     _check_dataset_class(config)
     return settings
+
+
+def _check_engine_and_log_prob_pass(config: DictConfig, settings: GainSettings) -> None:
+    """The actor engine is one the capture supports, and verl runs the actor's ``compute_log_prob`` pass that the
+    step angle is measured in; announce that the window holds still during critic warm-up steps."""
+    strategy = str(config.actor_rollout_ref.actor.get("strategy"))
+    if strategy not in CAPTURE_ENGINES:
+        raise GainConfigError(
+            f"gain.enable=True measures angles inside verl's FSDP/FSDP2 and Megatron engines only (got "
+            f"actor_rollout_ref.actor.strategy={strategy}): use model_engine=dp (FSDP) or model_engine=megatron"
+        )
+    correction = config.algorithm.get("rollout_correction") or {}
+    if correction.get("bypass_mode", False) and settings.step_angle != "none":
+        raise GainConfigError(
+            "algorithm.rollout_correction.bypass_mode=true skips the actor's compute_log_prob pass, where GAIN "
+            "measures the step angle: set algorithm.rollout_correction.bypass_mode=false, or gain.step_angle=none "
+            "to move the window on accuracy alone"
+        )
+    warmup = int(config.trainer.get("critic_warmup", 0) or 0)
+    if warmup > 0:
+        print(
+            f"[verl-gain] trainer.critic_warmup={warmup}: verl updates no actor in the first {warmup} steps, and the "
+            "GAIN window holds still during them (mu stays where it starts; batches are drawn around it)",
+            flush=True,
+        )
 
 
 def _check_scores_file(config: DictConfig, settings: GainSettings) -> None:

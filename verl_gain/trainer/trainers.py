@@ -71,7 +71,9 @@ class GainPPOTrainerSync(GainScoresMixin, PPOTrainerSync):
     - ``_init_dataloader``: the train loader draws from the GAIN sampler.
     - ``_init_resource_pool_mgr``: the actor role runs ``GainActorRolloutRefWorker``.
     - ``_load_checkpoint``: scores (pre-pass) before verl's restore, the curriculum state after it.
-    - ``step``: after verl's step, the finished trajectories (from TransferQueue) move the window.
+    - ``step``: after verl's step, the finished trajectories (from TransferQueue) move the window (it holds still
+      in critic warm-up steps, which update no actor, as on the legacy trainer, where ``_update_actor`` is not
+      called then).
     - ``_save_checkpoint``: the curriculum state is saved with every checkpoint.
     """
 
@@ -91,6 +93,9 @@ class GainPPOTrainerSync(GainScoresMixin, PPOTrainerSync):
 
     def step(self, metrics: dict, timing_raw: dict) -> Any:
         batch = super().step(metrics, timing_raw)
+        if self.config.trainer.critic_warmup > self.global_steps:  # verl's test for "no actor update this step"
+            metrics.update(self.gain.hold_step(self.global_steps))
+            return batch
         fields = ["uid", "extra_info", "extra_fields", "rm_scores"]
         if self.gain.settings.step_angle != "none":
             fields.append(STEP_STATS_KEY)
