@@ -17,10 +17,10 @@ from verl_gain.trainer.curriculum import (
     AngleSignalLost,
     PrepassScores,
     TrainerCurriculum,
-    correctness_from_rewards,
     read_trace,
     summarize_step,
 )
+from verl_gain.trainer.reward_shape import correctness_from_rewards
 from verl_gain.trainer.settings import GainSettings
 
 CONFIG_DIR = Path(verl_gain.trainer.__file__).parent / "config"
@@ -91,7 +91,7 @@ def test_correctness_sources():
     np.testing.assert_array_equal(correctness_from_rewards(settings, [1.0, 0.0, True], np.zeros(3)), [1, 0, 1])
     with pytest.raises(ValueError, match="acc_source=threshold"):
         correctness_from_rewards(settings, [2.0], np.zeros(1))  # a reward on another scale copied into acc
-    with pytest.raises(ValueError, match="does not return"):
+    with pytest.raises(ValueError, match="1 of 1 rollouts lack"):
         correctness_from_rewards(settings, None, np.zeros(1))
     threshold = GainSettings(acc_source="threshold", acc_threshold=0.5)
     np.testing.assert_array_equal(correctness_from_rewards(threshold, None, np.array([1.0, 0.2, 0.6])), [1, 0, 1])

@@ -15,7 +15,13 @@ from typing import Any
 from omegaconf import DictConfig, open_dict
 
 from verl_gain.scoring.errors import ScoringInputError
-from verl_gain.scoring.scores_file import count_rows, data_files_prompts, dataset_fingerprint, read_fingerprint
+from verl_gain.scoring.scores_file import (
+    count_rows,
+    data_files_prompts,
+    dataset_fingerprint,
+    read_data_files,
+    read_fingerprint,
+)
 from verl_gain.trainer.settings import GainSettings, check_boolean
 
 DATASET_MODULE = "pkg://verl_gain.trainer.dataset"
@@ -31,9 +37,14 @@ class GainConfigError(ValueError):
     """A config that GAIN sampling cannot run with (one line: what to set)."""
 
 
+def _as_list(files: Any) -> list[str]:
+    """``data.train_files`` (one path or a list) as a list of strings."""
+    return [str(files)] if isinstance(files, str) else [str(f) for f in files]
+
+
 def _local_row_count(files: Any) -> int | None:
     """Rows of ``data.train_files`` when every file is on this machine (remote paths are verl's to copy)."""
-    files = [files] if isinstance(files, str) else list(files)
+    files = _as_list(files)
     if not all(Path(str(path)).is_file() for path in files):
         return None
     try:
@@ -99,6 +110,7 @@ def check_gain_config(config: DictConfig) -> GainSettings:
         )
     if settings.scores_path:
         _check_scores_file(config, settings)
+    _check_reward_shape(config, settings)
     _check_capture_point(config, settings)
     _check_dataset_class(config)
     return settings
@@ -127,6 +139,34 @@ def _check_engine_and_log_prob_pass(config: DictConfig, settings: GainSettings) 
             "GAIN window holds still during them (mu stays where it starts; batches are drawn around it)",
             flush=True,
         )
+
+
+def _check_reward_shape(config: DictConfig, settings: GainSettings) -> None:
+    """Refuse, before the pre-pass, a reward whose result the step accuracy cannot be read from: the reward function
+    verl's workers will call is called here on the first training row of each data source (its ground truth and an
+    empty response), and its results checked (``reward_shape.check_reward_shapes``). Skipped for
+    ``gain.acc_source=threshold``, training files this machine cannot read, a reward model or another reward
+    manager (the step-1 check still applies)."""
+    from verl_gain.trainer.reward_shape import RewardShapeError, check_reward_shapes, probe_results, reward_function
+
+    if settings.acc_source != "acc" or _local_row_count(config.data.train_files) is None:
+        return
+    function = reward_function(config)
+    if function is None:
+        return
+    try:
+        rows = read_data_files(list(_as_list(config.data.train_files))).to_dict(orient="records")
+    except ScoringInputError as error:
+        raise GainConfigError(f"data.train_files: {error}") from None
+    try:
+        results = probe_results(function, rows)
+    except Exception as error:  # the user's reward on a made-up response: whatever it raises, the run decides
+        print(f"[verl-gain] the reward's shape is checked at step 1: the reward raised on a probe ({error!r})")
+        return
+    try:
+        check_reward_shapes(results, legacy=not config.trainer.get("use_v1", True))
+    except RewardShapeError as error:
+        raise GainConfigError(str(error)) from None
 
 
 def _check_scores_file(config: DictConfig, settings: GainSettings) -> None:
