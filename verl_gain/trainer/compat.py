@@ -47,12 +47,13 @@ VERL_NAMES: dict[str, str] = {
     "RLHFDataset": "verl.utils.dataset.rl_dataset",
     "collate_fn": "verl.utils.dataset.rl_dataset",
     "assign_non_tensor": "verl.utils.tensordict_utils",
-    "get_non_tensor_data": "verl.utils.tensordict_utils",
     # the actor worker and its engines
     "ActorRolloutRefWorker": "verl.workers.engine_workers",
     "Dispatch": "verl.single_controller.base.decorator",
     "register": "verl.single_controller.base.decorator",
     "make_nd_compute_dataproto_dispatch_fn": "verl.single_controller.base.decorator",
+    "MAGIC_ATTR": "verl.single_controller.base.decorator",
+    "get_non_tensor_data": "verl.utils.tensordict_utils",
     "get_ulysses_sequence_parallel_group": "verl.utils.ulysses",
     "unwrap_model": "verl.utils.megatron_utils",
 }

@@ -18,10 +18,11 @@ from tensordict import TensorDict
 from verl_gain.core.angles import FIXED_SEGMENT, IGNORE_SEGMENT, QUESTION_SEGMENT, STAT_FIELDS
 from verl_gain.trainer.capture import SEGMENT_IDS_KEY, STATS_KEY, capture_angle_statistics, dense_stats
 from verl_gain.trainer.compat import (
+    MAGIC_ATTR,
     ActorRolloutRefWorker,
     Dispatch,
     Role,
-    make_nd_compute_dataproto_dispatch_fn,
+    get_non_tensor_data,
     register,
 )
 from verl_gain.trainer.curriculum import POSITION_KEY
@@ -30,6 +31,21 @@ STEP_STATS_KEY = "gain_step_stats"
 """Per-rollout angle statistics under the current model (``[b, len(STAT_FIELDS)]`` fp64, NaN rows where none was
 measured: the rollout's prompt is not the one the pre-pass tokenised) that ``compute_log_prob`` adds to its output."""
 COUNT_COLUMNS = [STAT_FIELDS.index("n_fixed"), STAT_FIELDS.index("n_question")]
+NO_LORA_ADAPTER = "no_lora_adapter"
+"""Non-tensor flag verl sets on ``compute_log_prob`` for the reference log-probs when the reference model is the actor
+without its LoRA adapter (``ref_in_actor``: ``lora_rank > 0`` or ``lora_adapter_path``)."""
+
+
+def dispatch_attributes(method: Any) -> dict[str, Any]:
+    """The ``register`` arguments (dispatch mode, execute mode, blocking) of a registered verl worker method, so an
+    override is registered exactly as its base method is, never restated."""
+    return dict(getattr(method, MAGIC_ATTR))
+
+
+def is_reference_pass(data: TensorDict) -> bool:
+    """Whether this ``compute_log_prob`` call computes the reference log-probs (the adapter disabled): the step angle
+    is the actor's own, so it is measured only on the actor's call."""
+    return bool(get_non_tensor_data(data, key=NO_LORA_ADAPTER, default=False))
 
 
 def token_ids_digest(ids: torch.Tensor | list[int]) -> int:
@@ -117,10 +133,12 @@ class GainActorRolloutRefWorker(ActorRolloutRefWorker):
     Hooks:
     - ``gain_configure`` (new, ``Dispatch.ONE_TO_ALL``): capture point, ranking-key weight, step-angle source and
       the prompt segment table.
-    - ``gain_score_prompts`` (new, nd dispatch over the ``actor`` mesh, like ``compute_log_prob``): the pre-pass;
-      returns ``STATS_KEY`` ``[b, F]`` per prompt.
-    - ``compute_log_prob`` (overridden and re-registered with verl's dispatch, or it would drop out of the worker
-      group's API): calls verl's method with the capture active and adds ``STEP_STATS_KEY`` to its output.
+    - ``gain_score_prompts`` (new, registered as ``compute_log_prob`` is: nd dispatch over the ``actor`` mesh): the
+      pre-pass; returns ``STATS_KEY`` ``[b, F]`` per prompt.
+    - ``compute_log_prob`` (overridden and re-registered with the base method's own dispatch attributes, or it would
+      drop out of the worker group's API): calls verl's method with the capture active and adds ``STEP_STATS_KEY``
+      to its output; verl's reference pass through the same method (LoRA: the actor without its adapter) runs
+      uncaptured, so it never replaces the actor's angle.
     """
 
     gain_settings: dict[str, Any] | None = None
@@ -131,7 +149,7 @@ class GainActorRolloutRefWorker(ActorRolloutRefWorker):
         self.gain_settings = dict(settings)
         self.gain_table = table
 
-    @register(dispatch_mode=make_nd_compute_dataproto_dispatch_fn(mesh_name="actor"))
+    @register(**dispatch_attributes(ActorRolloutRefWorker.compute_log_prob))
     def gain_score_prompts(self, data: TensorDict) -> TensorDict | None:
         settings = self._require_settings()
         with capture_angle_statistics(self.actor.engine, settings["capture_point"], settings["inter_weight"]):
@@ -140,10 +158,10 @@ class GainActorRolloutRefWorker(ActorRolloutRefWorker):
             return None
         return TensorDict({STATS_KEY: dense_stats(output)}, batch_size=[output.batch_size[0]])
 
-    @register(dispatch_mode=make_nd_compute_dataproto_dispatch_fn(mesh_name="actor"))
+    @register(**dispatch_attributes(ActorRolloutRefWorker.compute_log_prob))
     def compute_log_prob(self, data: TensorDict) -> TensorDict | None:
         settings = self.gain_settings
-        if not settings or settings["step_angle"] == "none" or self.gain_table is None:
+        if not settings or settings["step_angle"] == "none" or self.gain_table is None or is_reference_pass(data):
             return super().compute_log_prob(data)
         data[SEGMENT_IDS_KEY] = step_segment_ids(
             data, self.gain_table, include_response=settings["step_angle"] == "prompt_response"
