@@ -21,6 +21,7 @@ from verl_gain.verl_version import check_verl_version
 VERL_NAMES: dict[str, str] = {
     # entry point and task runners
     "auto_set_device": "verl.utils.device",
+    "get_device_name": "verl.utils.device",
     "validate_config": "verl.utils.config",
     "omega_conf_to_dataclass": "verl.utils.config",
     "need_critic": "verl.trainer.ppo.utils",
