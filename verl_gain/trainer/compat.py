@@ -37,6 +37,7 @@ VERL_NAMES: dict[str, str] = {
     "configure_verl_logging": "verl.utils.logging_utils",
     "RayWorkerGroup": "verl.single_controller.ray",
     "copy_to_local": "verl.utils.fs",
+    "is_non_local": "verl.utils.fs",
     # the reward function verl's reward workers call (GAIN checks its result's shape at start-up)
     "get_custom_reward_fn": "verl.trainer.ppo.reward",
     "get_default_compute_score": "verl.utils.reward_score",

@@ -10,7 +10,6 @@ message that says what to set, and the dataset class becomes ``GainRLHFDataset``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
@@ -22,6 +21,7 @@ from verl_gain.scoring.scores_file import (
     read_data_files,
     read_fingerprint,
 )
+from verl_gain.trainer.data_files import DataFilesError, check_data_file_types, local_data_files
 from verl_gain.trainer.settings import GainSettings, check_boolean
 
 DATASET_MODULE = "pkg://verl_gain.trainer.dataset"
@@ -37,15 +37,23 @@ class GainConfigError(ValueError):
     """A config that GAIN sampling cannot run with (one line: what to set)."""
 
 
-def _as_list(files: Any) -> list[str]:
-    """``data.train_files`` (one path or a list) as a list of strings."""
-    return [str(files)] if isinstance(files, str) else [str(f) for f in files]
+def _driver_data_files(config: DictConfig) -> list[str] | None:
+    """``data.train_files`` as local files here (HDFS copied as verl copies it), or None when this machine cannot
+    see them (a path only the cluster's nodes have, no hdfs command): the checks that read them are then left to the
+    pre-pass, on the cluster. A file verl would not read at all is refused."""
+    try:
+        check_data_file_types(config.data.train_files)
+        return local_data_files(config.data.train_files)
+    except DataFilesError as error:
+        if "not a file verl reads" in str(error):
+            raise GainConfigError(str(error)) from None
+        print(f"[verl-gain] data.train_files cannot be read here, the pre-pass reads them on the cluster: {error}")
+        return None
 
 
-def _local_row_count(files: Any) -> int | None:
-    """Rows of ``data.train_files`` when every file is on this machine (remote paths are verl's to copy)."""
-    files = _as_list(files)
-    if not all(Path(str(path)).is_file() for path in files):
+def _local_row_count(files: list[str] | None) -> int | None:
+    """Rows of the training files (None when they cannot be read here)."""
+    if files is None:
         return None
     try:
         return count_rows(files)
@@ -102,15 +110,16 @@ def check_gain_config(config: DictConfig) -> GainSettings:
             f"gain.enable=True draws whole steps: set data.gen_batch_size=null (got {gen_batch}; "
             f"data.train_batch_size={config.data.train_batch_size})"
         )
-    rows = _local_row_count(config.data.train_files)  # None: verl reads (or copies) the files itself
+    files = _driver_data_files(config)
+    rows = _local_row_count(files)  # None: the files can only be read on the cluster
     if rows is not None and int(config.data.train_batch_size) > rows:
         raise GainConfigError(
             f"data.train_batch_size={config.data.train_batch_size} is larger than the training set ({rows} rows): "
             "GAIN draws distinct prompts per step; lower data.train_batch_size"
         )
-    if settings.scores_path:
-        _check_scores_file(config, settings)
-    _check_reward_shape(config, settings)
+    if settings.scores_path and files is not None:
+        _check_scores_file(config, settings, files)
+    _check_reward_shape(config, settings, files)
     _check_capture_point(config, settings)
     _check_dataset_class(config)
     return settings
@@ -141,7 +150,7 @@ def _check_engine_and_log_prob_pass(config: DictConfig, settings: GainSettings) 
         )
 
 
-def _check_reward_shape(config: DictConfig, settings: GainSettings) -> None:
+def _check_reward_shape(config: DictConfig, settings: GainSettings, files: list[str] | None) -> None:
     """Refuse, before the pre-pass, a reward whose result the step accuracy cannot be read from: the reward function
     verl's workers will call is called here on the first training row of each data source (its ground truth and an
     empty response), and its results checked (``reward_shape.check_reward_shapes``). Skipped for
@@ -149,13 +158,13 @@ def _check_reward_shape(config: DictConfig, settings: GainSettings) -> None:
     manager (the step-1 check still applies)."""
     from verl_gain.trainer.reward_shape import RewardShapeError, check_reward_shapes, probe_results, reward_function
 
-    if settings.acc_source != "acc" or _local_row_count(config.data.train_files) is None:
+    if settings.acc_source != "acc" or files is None:
         return
     function = reward_function(config)
     if function is None:
         return
     try:
-        rows = read_data_files(list(_as_list(config.data.train_files))).to_dict(orient="records")
+        rows = read_data_files(files).to_dict(orient="records")
     except ScoringInputError as error:
         raise GainConfigError(f"data.train_files: {error}") from None
     try:
@@ -169,11 +178,11 @@ def _check_reward_shape(config: DictConfig, settings: GainSettings) -> None:
         raise GainConfigError(str(error)) from None
 
 
-def _check_scores_file(config: DictConfig, settings: GainSettings) -> None:
+def _check_scores_file(config: DictConfig, settings: GainSettings, files: list[str]) -> None:
     """The scores file exists, is a verl-gain scores file, and was computed from ``data.train_files``."""
     try:
         fingerprint, _ = read_fingerprint(settings.scores_path)
-        prompts = data_files_prompts(config.data.train_files, config.data.prompt_key)
+        prompts = data_files_prompts(files, config.data.prompt_key)
     except (FileNotFoundError, ScoringInputError) as error:
         raise GainConfigError(f"gain.scores_path: {error}") from None
     if fingerprint.get("dataset", {}).get("sha256") != dataset_fingerprint(prompts)["sha256"]:

@@ -34,10 +34,11 @@ from verl_gain.scoring.scores_file import (
     term_means,
     write_scores,
 )
-from verl_gain.scoring.segments import PromptSegmenter, SegmentedPrompt
+from verl_gain.scoring.segments import PromptSegmenter, SegmentedPrompt, segment_prompts
 from verl_gain.trainer.capture import SEGMENT_IDS_KEY, STATS_KEY
 from verl_gain.trainer.compat import assign_non_tensor, copy_to_local
 from verl_gain.trainer.curriculum import SCORES_FILE, PrepassScores
+from verl_gain.trainer.data_files import local_data_files
 from verl_gain.trainer.settings import GainSettings
 from verl_gain.trainer.worker import PREPASS_MICRO_BATCH_GROUP, PromptSegmentTable
 
@@ -185,7 +186,7 @@ def training_row_scores(
     )
     max_prompt = int(config.actor_rollout_ref.rollout.prompt_length)
     rows = train_dataset.prompt_messages()
-    prompts = [segmenter(p, row=i).left_truncated(max_prompt) for i, p in enumerate(rows)]
+    prompts = segment_prompts(segmenter, rows, max_prompt)  # forked processes for big datasets
     requirements = worker_group.gain_configure(
         {
             "capture_point": settings.capture_point,
@@ -203,7 +204,7 @@ def training_row_scores(
     earlier = own_scores_file(config)
     if settings.scores_path:
         expected = {} if settings.allow_foreign_scores else identity
-        file_prompts = data_files_prompts(config.data.train_files, config.data.prompt_key)
+        file_prompts = data_files_prompts(local_data_files(config.data.train_files), config.data.prompt_key)
         table = scores_for_rows(settings.scores_path, rows, file_prompts, expected, settings.inter_weight)
         print(f"[verl-gain] GAIN scores from {settings.scores_path} ({len(table)} training prompts)", flush=True)
         return prepass_scores(table)
