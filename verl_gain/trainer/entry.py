@@ -43,10 +43,11 @@ def _driver_data_files(config: DictConfig) -> list[str] | None:
     pre-pass, on the cluster. A file verl would not read at all is refused."""
     try:
         check_data_file_types(config.data.train_files)
+    except DataFilesError as error:
+        raise GainConfigError(str(error)) from None
+    try:
         return local_data_files(config.data.train_files)
     except DataFilesError as error:
-        if "not a file verl reads" in str(error):
-            raise GainConfigError(str(error)) from None
         print(f"[verl-gain] data.train_files cannot be read here, the pre-pass reads them on the cluster: {error}")
         return None
 
