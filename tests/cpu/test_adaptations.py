@@ -145,9 +145,9 @@ def test_patch_refuses_a_module_without_its_target(patch):
 
 def test_version_guard_refuses_other_releases():
     assert check_verl_version() == verl.__version__
-    assert check_verl_version("0.9.3") == "0.9.3"
-    for version in ("0.8.5", "0.10.0", "1.0.0"):
-        with pytest.raises(UnsupportedVerlVersion, match=r"pip install 'verl>=0.9.0,<0.10'"):
+    assert check_verl_version("0.9.1.post1") == "0.9.1.post1"
+    for version in ("0.8.5", "0.9.0", "0.9.2", "0.10.0", "1.0.0"):
+        with pytest.raises(UnsupportedVerlVersion, match=r"pip install 'verl>=0.9.1,<0.9.2'"):
             check_verl_version(version)
 
 

@@ -155,3 +155,18 @@ def test_a_tokenizer_without_chat_template_is_refused():
     tok.chat_template = None
     with pytest.raises(PromptError, match="has no chat template"):
         PromptSegmenter(tok)
+
+
+def test_many_prompts_segment_on_forked_processes_exactly_as_one_by_one():
+    """``segment_prompts`` (the pre-pass on the driver) on 2 forked processes equals the segmenter called in order,
+    left truncation included."""
+    from verl_gain.scoring.segments import segment_prompts
+
+    segmenter = PromptSegmenter(make_tokenizer("qwen2.5"))
+    prompts = [[{"role": "user", "content": f"What is {i} + {i * 7 % 13}?" + " Think." * (i % 5)}] for i in range(60)]
+    serial = [segmenter(p, row=i).left_truncated(48) for i, p in enumerate(prompts)]
+    forked = segment_prompts(segmenter, prompts, max_length=48, workers=2, min_prompts_per_worker=1, progress=False)
+    assert [(p.input_ids, p.segment_ids) for p in forked] == [(p.input_ids, p.segment_ids) for p in serial]
+    with pytest.raises(PromptError, match="row 3"):
+        broken = [*prompts[:3], [{"role": "user", "content": ""}], *prompts[4:]]
+        segment_prompts(segmenter, broken, workers=2, min_prompts_per_worker=1, progress=False)

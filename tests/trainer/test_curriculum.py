@@ -17,10 +17,10 @@ from verl_gain.trainer.curriculum import (
     AngleSignalLost,
     PrepassScores,
     TrainerCurriculum,
-    correctness_from_rewards,
     read_trace,
     summarize_step,
 )
+from verl_gain.trainer.reward_shape import correctness_from_rewards
 from verl_gain.trainer.settings import GainSettings
 
 CONFIG_DIR = Path(verl_gain.trainer.__file__).parent / "config"
@@ -91,7 +91,7 @@ def test_correctness_sources():
     np.testing.assert_array_equal(correctness_from_rewards(settings, [1.0, 0.0, True], np.zeros(3)), [1, 0, 1])
     with pytest.raises(ValueError, match="acc_source=threshold"):
         correctness_from_rewards(settings, [2.0], np.zeros(1))  # a reward on another scale copied into acc
-    with pytest.raises(ValueError, match="does not return"):
+    with pytest.raises(ValueError, match="1 of 1 rollouts lack"):
         correctness_from_rewards(settings, None, np.zeros(1))
     threshold = GainSettings(acc_source="threshold", acc_threshold=0.5)
     np.testing.assert_array_equal(correctness_from_rewards(threshold, None, np.array([1.0, 0.2, 0.6])), [1, 0, 1])
@@ -240,6 +240,19 @@ def test_the_projection_warns_when_the_window_is_sized_wrongly_for_the_run(capsy
     sized = TrainerCurriculum(GainSettings(), num_samples=7473, batch_size=256)
     sized.attach_scores(prepass(np.linspace(1.4, 1.2, 7473)))
     assert sized.projection(total_steps=200).warnings == ()  # the defaults fit a 200-step run
+
+
+def test_a_step_that_updated_no_actor_holds_the_window(tmp_path):
+    """Critic warm-up (``trainer.critic_warmup``): verl updates no actor, so nothing moves the window that step."""
+    cur = curriculum(
+        GainSettings(sigma=2, n=3, adj_max=6, sigma_fraction=None, n_fraction=None), np.arange(12.0), tmp_path
+    )
+    before = cur.controller.mu
+    metrics = cur.hold_step(1)
+    assert cur.controller.mu == before and metrics["gain/mu"] == before and metrics["gain/delta"] == 0.0
+    assert metrics["gain/held"] == 1.0 and read_trace(tmp_path / "trace.jsonl")[0]["held"] == 1.0
+    moved = cur.finish_step(2, ["a"] * 4, [{"gain_position": 0}] * 4, [1.0] * 4, np.ones(4), None, None)
+    assert moved["gain/mu"] > before  # the first real step moves it as usual
 
 
 def test_state_round_trip_and_trace_truncation(tmp_path):

@@ -100,11 +100,26 @@ def test_enabled_gain_selects_its_runners_and_dataset_class(train_file):
         (["data.gen_batch_size=2"], "data.gen_batch_size=null"),
         (["data.custom_cls.path=pkg://verl.utils.dataset.rl_dataset", "data.custom_cls.name=RLHFDataset"], "derive"),
         (["gain.scores_path=/nonexistent/scores.parquet"], "verl-gain score"),
+        (["actor_rollout_ref.actor.strategy=veomni"], "FSDP/FSDP2 and Megatron engines only.*model_engine=dp"),
+        (["actor_rollout_ref.actor.strategy=fsdp_turbo"], "actor_rollout_ref.actor.strategy=fsdp_turbo"),
+        (["algorithm.rollout_correction.bypass_mode=true"], "rollout_correction.bypass_mode=false.*step_angle=none"),
     ],
 )
 def test_invalid_combinations_fail_with_what_to_set(train_file, extra, message):
     with pytest.raises(GainConfigError, match=message):
         check_gain_config(gain_run(train_file, *extra))
+
+
+def test_what_the_capture_supports_passes(train_file, capsys):
+    """FSDP, FSDP2 and Megatron engines; bypass mode when no step angle is measured; critic warm-up, announced."""
+    for strategy in ("fsdp", "fsdp2"):
+        check_gain_config(gain_run(train_file, f"actor_rollout_ref.actor.strategy={strategy}"))
+    check_gain_config(gain_run(train_file, "model_engine=megatron"))
+    check_gain_config(gain_run(train_file, "algorithm.rollout_correction.bypass_mode=true", "gain.step_angle=none"))
+    capsys.readouterr()
+    check_gain_config(gain_run(train_file, "trainer.critic_warmup=3"))
+    notice = capsys.readouterr().out
+    assert "trainer.critic_warmup=3" in notice and "window holds still" in notice
 
 
 @pytest.mark.parametrize("value", ["no", "off", "flase", "abc", "0", "1", "null"])
@@ -223,3 +238,49 @@ def test_command_line_reports_a_bad_combination_in_one_line(train_file):
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("verl-gain: ") and "data.dataloader_num_workers=0" in last
+
+
+FAKE_HDFS = """#!/bin/sh
+# Stands in for the Hadoop CLI verl calls to copy data (`hdfs dfs -get SRC DST`): SRC hdfs://cluster/<path> is
+# $FAKE_HDFS_ROOT/<path>.
+[ "$1" = dfs ] && [ "$2" = -get ] || exit 2
+cp "$FAKE_HDFS_ROOT/${3#hdfs://cluster/}" "$4"
+"""
+
+
+def test_train_files_on_hdfs_are_copied_as_verl_copies_them(train_file, tmp_path, monkeypatch):
+    """An HDFS ``data.train_files`` with a scores file: read on the driver through verl's own ``copy_to_local``
+    (before: "does not exist"); the Hadoop CLI is a stand-in that copies from a local folder."""
+    import verl.utils.hdfs_io as hdfs_io
+
+    root = tmp_path / "hdfs_root"
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "train.parquet").write_bytes(train_file.read_bytes())
+    cli = tmp_path / "hdfs"
+    cli.write_text(FAKE_HDFS)
+    cli.chmod(0o755)
+    monkeypatch.setattr(hdfs_io, "_HDFS_BIN_PATH", str(cli))
+    monkeypatch.setenv("FAKE_HDFS_ROOT", str(root))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "copies"))  # where verl's copy_to_local puts the copy
+    (tmp_path / "copies").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+
+    scores = tmp_path / "scores.parquet"
+    score_dataset(
+        train_file, make_tiny_model_dir(tmp_path / "model"), scores, ScoreConfig(device="cpu"), progress=False
+    )
+    remote = "hdfs://cluster/data/train.parquet"
+    check_gain_config(gain_run(train_file, f"data.train_files={remote}", f"gain.scores_path={scores}"))
+    with pytest.raises(GainConfigError, match="larger than the training set"):  # the copy's rows are counted
+        check_gain_config(gain_run(train_file, f"data.train_files={remote}", "data.train_batch_size=32"))
+
+
+def test_train_files_verl_cannot_read_are_refused_and_unreachable_ones_left_to_the_cluster(tmp_path, capsys):
+    csv = tmp_path / "train.csv"
+    csv.write_text("prompt\\nx\\n")
+    with pytest.raises(GainConfigError, match=r"verl's RLHFDataset reads .parquet, .json, .jsonl files"):
+        check_gain_config(gain_run(csv))
+    check_gain_config(gain_run(tmp_path / "only_on_the_cluster.parquet"))
+    assert "the pre-pass reads them on the cluster" in capsys.readouterr().out

@@ -30,10 +30,11 @@ AGREEMENT = 1e-5
 """Issue 5: the actor's statistics equal the standalone scorer's to 1e-5 (fp32 on both sides)."""
 
 
-def compose_actor_config(model_dir: Path, remove_padding: bool, dynamic_bsz: bool):
+def compose_actor_config(model_dir: Path, remove_padding: bool, dynamic_bsz: bool, param_offload: bool = False):
     from verl_gain.cpu.config import apply_cpu_defaults
 
     overrides = [
+        f"actor_rollout_ref.actor.fsdp_config.param_offload={param_offload}",
         "trainer.device=cpu",
         f"trainer.n_gpus_per_node={WORKERS}",
         f"actor_rollout_ref.model.path={model_dir}",
@@ -75,16 +76,16 @@ def model_dir(tmp_path_factory):
     return make_tiny_model_dir(tmp_path_factory.mktemp("worker") / "model", template="smollm2")
 
 
-def start_workers(model_dir: Path, remove_padding: bool, dynamic_bsz: bool):
+def start_workers(model_dir: Path, remove_padding: bool, dynamic_bsz: bool, param_offload: bool = False):
     import ray
     from verl.single_controller.ray import RayClassWithInitArgs, RayResourcePool, RayWorkerGroup
 
-    from verl_gain.trainer.worker import GainActorRolloutRefWorker
+    from tests.trainer.offload_counting import ModelMoveCountingWorker
 
     pool = RayResourcePool([WORKERS], use_gpu=False, max_colocate_count=1)
     worker = RayClassWithInitArgs(
-        cls=ray.remote(GainActorRolloutRefWorker),
-        config=compose_actor_config(model_dir, remove_padding, dynamic_bsz),
+        cls=ray.remote(ModelMoveCountingWorker),
+        config=compose_actor_config(model_dir, remove_padding, dynamic_bsz, param_offload),
         role="actor",
     )
     group = RayWorkerGroup(resource_pool=pool, ray_cls_with_init=worker, device_name="cpu")
@@ -138,3 +139,16 @@ def test_worker_refuses_a_prepass_before_configuration(ray_cluster, model_dir):
     with pytest.raises(Exception, match="gain_configure"):
         run_prepass(group, segmented_prompts(model_dir, 2), batch_size=2)
     assert os.environ.get("VERL_PLATFORM") == "cpu"
+
+
+def test_with_parameter_offload_the_model_moves_once_per_prepass_not_per_call(ray_cluster, model_dir):
+    """verl's eval mode loads an offloaded model before each ``infer_batch`` and offloads it after; the pre-pass keeps
+    it on the device for all of its calls: one load and one offload per rank (before: two moves per call, here 8)."""
+    from verl_gain.trainer.prepass import run_prepass
+
+    group = start_workers(model_dir, remove_padding=True, dynamic_bsz=True, param_offload=True)
+    assert all(group.is_param_offload_enabled())
+    group.gain_configure({"capture_point": "mlp_input", "inter_weight": 1.0, "step_angle": "prompt"})
+    group.start_counting_model_moves()
+    run_prepass(group, segmented_prompts(model_dir, 7), batch_size=2)  # 4 calls
+    assert group.model_moves() == [2] * WORKERS

@@ -18,7 +18,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="pass@1 of checkpoints on the recipes' benchmark files, scored by the training rewards",
         description=__doc__.splitlines()[0].strip("`"),
     )
-    parser.add_argument("--model", nargs="+", required=True, help="HF model folders or verl checkpoint folders")
+    parser.add_argument(
+        "--model", nargs="+", required=True, help="HF model folders, hub ids or verl checkpoint folders"
+    )
     parser.add_argument(
         "--data", nargs="+", required=True, help="benchmark parquet files (PATH or NAME=PATH) from recipes/*/prepare.py"
     )

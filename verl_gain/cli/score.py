@@ -29,7 +29,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("--data", required=True, help="verl-format .parquet / .json / .jsonl (prompt = chat messages)")
-    parser.add_argument("--model", required=True, help="local Hugging Face model folder, or smollm2-135m-instruct")
+    parser.add_argument(
+        "--model", required=True, help="Hugging Face model folder or hub id (org/name), or smollm2-135m-instruct"
+    )
     parser.add_argument("--out", required=True, help="scores parquet to write")
     parser.add_argument("--prompt-key", default="prompt", help="column with the chat messages (default: prompt)")
     parser.add_argument(

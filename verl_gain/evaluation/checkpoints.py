@@ -1,8 +1,9 @@
 """The Hugging Face model folder behind a checkpoint path given to ``verl-gain eval``.
 
-A checkpoint is a Hugging Face model folder, or a verl checkpoint folder (``global_step_N`` or its ``actor``): its
-``huggingface`` folder is used when it holds weights, else verl's model merger (``python -m verl.model_merger merge``)
-writes a merged Hugging Face folder next to it first.
+A checkpoint is a Hugging Face model folder, a Hugging Face hub id (its snapshot in the local cache, downloaded when
+the hub is reachable: ``verl_gain.model_sources``), or a verl checkpoint folder (``global_step_N`` or its
+``actor``): its ``huggingface`` folder is used when it holds weights, else verl's model merger
+(``python -m verl.model_merger merge``) writes a merged Hugging Face folder next to it first.
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ def _has_weights(folder: Path) -> bool:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A Hugging Face model folder for ``path`` (an HF folder, or a verl ``global_step_N``/``actor`` folder)."""
+    """A Hugging Face model folder for ``path`` (an HF folder, a hub id, or a verl ``global_step_N``/``actor``
+    folder)."""
+    from verl_gain.model_sources import is_hub_id, resolve_model
+
+    if is_hub_id(path):
+        return resolve_model(path)
     path = Path(path).expanduser()
     if _has_weights(path):
         return path
@@ -61,6 +67,6 @@ def resolve_checkpoint(path: str | Path) -> Path:
             f"checkpoint {path} does not exist: pass a Hugging Face model folder or a verl checkpoint"
         )
     raise FileNotFoundError(
-        f"{path} is neither a Hugging Face model folder (config.json + weights) nor a verl checkpoint "
+        f"{path} is neither a Hugging Face model folder (config.json + weights), a hub id, nor a verl checkpoint "
         f"(global_step_N/actor with {FSDP_SHARD_GLOB} or huggingface/ weights)"
     )

@@ -40,6 +40,7 @@ sequence-first ``[S, B, H]`` tensors.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -336,13 +337,17 @@ class HiddenStateCapture:
             return None
 
 
-def describe_capture_point(model_dir: str, spec: str) -> dict[str, Any]:
-    """``CapturePoint.describe()`` of ``spec`` in the model saved in ``model_dir``, resolved on an empty
-    (meta-device) copy built from its config: no weights are read, so the driver can describe the point the workers
-    will hook (for the scores fingerprint) in milliseconds."""
+def meta_model(model_dir: str | os.PathLike, trust_remote_code: bool = False) -> nn.Module:
+    """An empty (meta-device) copy of the model saved in ``model_dir``, built from its config: no weights are read.
+    ``trust_remote_code`` as verl's ``actor_rollout_ref.model.trust_remote_code`` (models with their own code)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(model_dir)
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
     with torch.device("meta"):
-        skeleton = AutoModelForCausalLM.from_config(config)
-    return resolve_capture_point(skeleton, spec).describe()
+        return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+
+
+def describe_capture_point(model_dir: str | os.PathLike, spec: str, trust_remote_code: bool = False) -> dict[str, Any]:
+    """``CapturePoint.describe()`` of ``spec`` in the model saved in ``model_dir``, resolved on its ``meta_model``,
+    so the driver can describe the point the workers will hook (for the scores fingerprint) in milliseconds."""
+    return resolve_capture_point(meta_model(model_dir, trust_remote_code), spec).describe()

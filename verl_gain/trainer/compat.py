@@ -21,6 +21,7 @@ from verl_gain.verl_version import check_verl_version
 VERL_NAMES: dict[str, str] = {
     # entry point and task runners
     "auto_set_device": "verl.utils.device",
+    "get_device_name": "verl.utils.device",
     "validate_config": "verl.utils.config",
     "omega_conf_to_dataclass": "verl.utils.config",
     "need_critic": "verl.trainer.ppo.utils",
@@ -36,6 +37,10 @@ VERL_NAMES: dict[str, str] = {
     "configure_verl_logging": "verl.utils.logging_utils",
     "RayWorkerGroup": "verl.single_controller.ray",
     "copy_to_local": "verl.utils.fs",
+    "is_non_local": "verl.utils.fs",
+    # the reward function verl's reward workers call (GAIN checks its result's shape at start-up)
+    "get_custom_reward_fn": "verl.trainer.ppo.reward",
+    "get_default_compute_score": "verl.utils.reward_score",
     # trainers
     "PPOTrainerSync": "verl.trainer.ppo.v1",
     "RayPPOTrainer": "verl.trainer.ppo.ray_trainer",
@@ -44,12 +49,13 @@ VERL_NAMES: dict[str, str] = {
     "RLHFDataset": "verl.utils.dataset.rl_dataset",
     "collate_fn": "verl.utils.dataset.rl_dataset",
     "assign_non_tensor": "verl.utils.tensordict_utils",
-    "get_non_tensor_data": "verl.utils.tensordict_utils",
     # the actor worker and its engines
     "ActorRolloutRefWorker": "verl.workers.engine_workers",
     "Dispatch": "verl.single_controller.base.decorator",
     "register": "verl.single_controller.base.decorator",
     "make_nd_compute_dataproto_dispatch_fn": "verl.single_controller.base.decorator",
+    "MAGIC_ATTR": "verl.single_controller.base.decorator",
+    "get_non_tensor_data": "verl.utils.tensordict_utils",
     "get_ulysses_sequence_parallel_group": "verl.utils.ulysses",
     "unwrap_model": "verl.utils.megatron_utils",
 }

@@ -28,6 +28,7 @@ from verl_gain.core.angles import STAT_FIELDS, TermMeans, ranking_keys
 from verl_gain.core.controller import GainController
 from verl_gain.core.planner import Projection, constant_angle, prepass_angle, project
 from verl_gain.core.sampler import GainSampler
+from verl_gain.trainer.reward_shape import correctness_from_rewards
 from verl_gain.trainer.settings import ORDER_COLUMN, ORDER_KEY, ORDER_RANDOM, ORDER_REVERSED, GainSettings
 
 STATE_FILE = "gain_state.pt"
@@ -112,37 +113,6 @@ def order_keys(order: str, keys: np.ndarray, seed: int) -> np.ndarray:
 
 class AngleSignalLost(RuntimeError):
     """Too many steps in a row without an angle measurement: the signal the update relies on is gone."""
-
-
-def correctness_from_rewards(
-    settings: GainSettings, acc: Sequence[float] | np.ndarray | None, scores: np.ndarray
-) -> np.ndarray:
-    """Per-rollout correctness in [0, 1] from the reward.
-
-    Args:
-        settings: ``gain.acc_source`` and ``gain.acc_threshold``.
-        acc: ``[R]`` the reward's ``acc`` extra info, or None when the reward gives none.
-        scores: ``[R]`` the summed reward of each rollout.
-
-    Returns:
-        ``[R]`` float64 correctness.
-    """
-    if settings.acc_source == "threshold":
-        return (np.asarray(scores, dtype=np.float64) > settings.acc_threshold).astype(np.float64)
-    if acc is None:
-        raise ValueError(
-            "gain.acc_source=acc needs the reward's `acc` extra info, which this reward does not return: "
-            "return {'score': ..., 'acc': ...} from the reward function, or set gain.acc_source=threshold"
-        )
-    values = np.asarray([float(a) for a in acc], dtype=np.float64)
-    bad = values[~np.isfinite(values) | (values < 0) | (values > 1)]
-    if bad.size:
-        raise ValueError(
-            f"the reward's `acc` must lie in [0, 1] (got e.g. {bad[0]!r}): verl copies a float reward into `acc`, "
-            "so a reward on another scale needs gain.acc_source=threshold with gain.acc_threshold set, or a reward "
-            "that returns {'score': ..., 'acc': 0 or 1}"
-        )
-    return values
 
 
 def summarize_step(
@@ -354,10 +324,11 @@ class TrainerCurriculum:
         step: int,
         uids: Sequence[Any],
         extra_info: Sequence[Any],
-        acc: Sequence[float] | None,
+        acc: Sequence[Any] | None,
         scores: np.ndarray,
         stats: np.ndarray | None,
         is_padding: np.ndarray | None,
+        data_sources: Sequence[Any] | None = None,
     ) -> dict[str, float]:
         """Move the window after verl's step ``step`` from its rollouts; returns the ``gain/`` metrics.
 
@@ -365,15 +336,42 @@ class TrainerCurriculum:
             step: verl's ``global_steps`` of the step.
             uids: ``[R]`` verl's ``uid`` of each rollout (the n rollouts of a prompt share it).
             extra_info: ``[R]`` each rollout's ``extra_info`` (``GainRLHFDataset`` put the dataset position in it).
-            acc: ``[R]`` the reward's ``acc`` extra info, or None when the reward gives none.
+            acc: ``[R]`` the reward's ``acc`` of each rollout (``reward_shape.rollout_acc``; None entries where it
+                gave none), or None.
             scores: ``[R]`` the summed reward of each rollout.
             stats: ``[R, len(STAT_FIELDS)]`` the angle statistics measured on each rollout (NaN rows where none
                 was), or None.
             is_padding: ``[R]`` True for V1's padding rows, or None.
+            data_sources: ``[R]`` each rollout's ``data_source`` (named when the reward's shape is refused).
         """
-        correct = correctness_from_rewards(self.settings, acc, scores)
+        keep = slice(None) if is_padding is None else ~np.asarray(is_padding, dtype=bool)  # padding has no reward
+        correct = np.zeros(len(scores))
+        correct[keep] = correctness_from_rewards(
+            self.settings,
+            None if acc is None else np.asarray(list(acc), dtype=object)[keep],
+            np.asarray(scores)[keep],
+            None if data_sources is None else np.asarray(list(data_sources), dtype=object)[keep],
+        )
         positions = [int((info or {}).get(POSITION_KEY, -1)) for info in extra_info]
         return self.update(summarize_step(uids, positions, correct, stats, is_padding), step)
+
+    def hold_step(self, step: int) -> dict[str, float]:
+        """Step ``step`` updated no actor (verl's critic warm-up, ``trainer.critic_warmup``): the window holds still
+        (no accuracy or angle moves it: the policy did not learn); returns the ``gain/`` metrics to log for it."""
+        controller = self._require_controller()
+        lo, hi = controller.window_range()
+        metrics = {
+            f"{METRIC_PREFIX}mu": controller.mu,
+            f"{METRIC_PREFIX}mu_before": controller.mu,
+            f"{METRIC_PREFIX}delta": 0.0,
+            f"{METRIC_PREFIX}held": 1.0,
+            f"{METRIC_PREFIX}sigma": controller.sigma,
+            f"{METRIC_PREFIX}window_lo": lo,
+            f"{METRIC_PREFIX}window_hi": hi,
+            f"{METRIC_PREFIX}coverage": controller.coverage(),
+        }
+        self._append_trace(StepSummary(acc=float("nan")), step, metrics)
+        return metrics
 
     # ----------------------------------------------------------------- state
     def save(self, step_folder: str | os.PathLike) -> Path:

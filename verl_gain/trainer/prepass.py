@@ -21,6 +21,7 @@ from tensordict import TensorDict
 from tqdm import tqdm
 
 from verl_gain.core.angles import STAT_FIELDS
+from verl_gain.model_sources import is_hub_id, resolve_model
 from verl_gain.scoring.capture import describe_capture_point
 from verl_gain.scoring.scores_file import (
     data_files_prompts,
@@ -33,17 +34,27 @@ from verl_gain.scoring.scores_file import (
     term_means,
     write_scores,
 )
-from verl_gain.scoring.segments import PromptSegmenter, SegmentedPrompt
+from verl_gain.scoring.segments import PromptSegmenter, SegmentedPrompt, segment_prompts
 from verl_gain.trainer.capture import SEGMENT_IDS_KEY, STATS_KEY
 from verl_gain.trainer.compat import assign_non_tensor, copy_to_local
 from verl_gain.trainer.curriculum import SCORES_FILE, PrepassScores
+from verl_gain.trainer.data_files import local_data_files
 from verl_gain.trainer.settings import GainSettings
-from verl_gain.trainer.worker import PromptSegmentTable
+from verl_gain.trainer.worker import PREPASS_MICRO_BATCH_GROUP, PromptSegmentTable
 
 
-def local_model_path(config: DictConfig) -> str:
-    """The actor model folder on this machine (verl copies remote paths locally the same way)."""
-    return copy_to_local(config.actor_rollout_ref.model.path, use_shm=config.actor_rollout_ref.model.get("use_shm"))
+def local_model_path(config: DictConfig, key: str = "path") -> str:
+    """The actor model's folder on this machine: ``actor_rollout_ref.model.<key>`` (``path``, or ``hf_config_path``
+    falling back to ``path`` as verl does) copied locally as verl copies it (HDFS), and a hub id resolved to its
+    snapshot in the Hugging Face cache as transformers resolves it in the workers (the model's weights too: their
+    sampled hash is part of the scores' fingerprint; ``hf_config_path`` needs its config only)."""
+    model = config.actor_rollout_ref.model
+    name = model.get(key) or model.path
+    local = copy_to_local(name, use_shm=model.get("use_shm"))
+    try:
+        return str(resolve_model(local, config_only=key != "path"))
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"actor_rollout_ref.model.{key}: {error}") from None
 
 
 def prompt_batch(prompts: Sequence[SegmentedPrompt]) -> TensorDict:
@@ -66,29 +77,64 @@ def prompt_batch(prompts: Sequence[SegmentedPrompt]) -> TensorDict:
     return data
 
 
+def prepass_row_multiple(data_parallel_size: int, micro_batch_size: int | None, micro_batch_group: int = 1) -> int:
+    """Rows of every pre-pass call are padded to a multiple of this.
+
+    verl's nd dispatch splits a call's rows evenly over the ``data_parallel_size`` ranks; each rank's rows then need,
+    with a fixed micro-batch size, to divide into ``micro_batch_size``-row micro-batches (verl's
+    ``prepare_micro_batches``) whose count, on Megatron with virtual pipeline stages, divides by
+    ``micro_batch_group`` (``MegatronEngine.forward_backward_batch``); with dynamic batch size verl rounds the
+    micro-batch count up to that group itself but needs at least one row per micro-batch.
+
+    Args:
+        data_parallel_size: ranks the actor's data is split over.
+        micro_batch_size: ``rollout.log_prob_micro_batch_size_per_gpu``, or None with dynamic batch size.
+        micro_batch_group: the engine's micro-batch group (``capture.prepass_micro_batch_group``; 1 but for
+            Megatron with virtual pipeline stages).
+    """
+    return data_parallel_size * (micro_batch_size or 1) * micro_batch_group
+
+
+def padded_call(rows: list[int], multiple: int) -> list[int]:
+    """``rows`` padded by repeating its last row to a multiple of ``multiple`` rows (the repeats' results are
+    dropped)."""
+    return rows + [rows[-1]] * (-len(rows) % multiple)
+
+
 def run_prepass(
-    worker_group: Any, prompts: Sequence[SegmentedPrompt], batch_size: int, micro_batch_size: int | None = None
+    worker_group: Any,
+    prompts: Sequence[SegmentedPrompt],
+    batch_size: int,
+    micro_batch_size: int | None = None,
+    micro_batch_group: int = 1,
 ) -> np.ndarray:
     """Angle statistics of every prompt through the actor workers.
 
-    Prompts go out longest first in calls of ``batch_size`` (similar lengths per call), each padded by repeating its
-    last prompt (the repeats' results are dropped) to a multiple of the data-parallel size, times the per-rank
-    micro-batch size when verl splits fixed-size micro-batches (``micro_batch_size``; None with dynamic batch size).
+    Prompts go out longest first in calls of ``batch_size`` (similar lengths per call), each padded
+    (``padded_call``) to ``prepass_row_multiple`` rows. The actor's model stays on its device for the whole pre-pass
+    (``gain_prepass_begin`` / ``gain_prepass_end``): with parameter offload, verl would otherwise load and offload
+    it around every call.
 
     Returns:
         ``[N, len(STAT_FIELDS)]`` fp64, in the order of ``prompts``.
     """
-    multiple = (max(worker_group._query_dispatch_info("actor")) + 1) * (micro_batch_size or 1)
+    data_parallel_size = max(worker_group._query_dispatch_info("actor")) + 1
+    multiple = prepass_row_multiple(data_parallel_size, micro_batch_size, micro_batch_group)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     stats = np.full((len(prompts), len(STAT_FIELDS)), np.nan)
     tokens = sum(len(p) for p in prompts)
-    with tqdm(total=tokens, desc="GAIN pre-pass (prompt tokens)", unit="tok", unit_scale=True) as progress:
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            padded = chunk + [chunk[-1]] * (-len(chunk) % multiple)
-            output = worker_group.gain_score_prompts(prompt_batch([prompts[i] for i in padded]))
-            stats[chunk] = output[STATS_KEY][: len(chunk)].double().numpy()
-            progress.update(sum(len(prompts[i]) for i in chunk))
+    worker_group.gain_prepass_begin()
+    try:
+        with tqdm(total=tokens, desc="GAIN pre-pass (prompt tokens)", unit="tok", unit_scale=True) as progress:
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                output = worker_group.gain_score_prompts(
+                    prompt_batch([prompts[i] for i in padded_call(chunk, multiple)])
+                )
+                stats[chunk] = output[STATS_KEY][: len(chunk)].double().numpy()
+                progress.update(sum(len(prompts[i]) for i in chunk))
+    finally:
+        worker_group.gain_prepass_end()
     if np.isnan(stats).any():
         raise RuntimeError("the GAIN pre-pass returned NaN statistics; this is a bug, please report it")
     return stats
@@ -127,18 +173,21 @@ def training_row_scores(
         train_dataset: verl's training dataset (a ``GainRLHFDataset``: ``prompt_messages()``, ``dataframe``).
         worker_group: the actor worker group (``GainActorRolloutRefWorker``).
     """
+    model_name = str(config.actor_rollout_ref.model.path)
     model_path = local_model_path(config)
+    config_path = local_model_path(config, "hf_config_path")
+    trust_remote_code = bool(config.actor_rollout_ref.model.get("trust_remote_code", False))
     from transformers import AutoConfig
 
     segmenter = PromptSegmenter(
         tokenizer,
         config.data.get("apply_chat_template_kwargs") or {},
-        model_type=AutoConfig.from_pretrained(model_path).model_type,
+        model_type=AutoConfig.from_pretrained(config_path, trust_remote_code=trust_remote_code).model_type,
     )
     max_prompt = int(config.actor_rollout_ref.rollout.prompt_length)
     rows = train_dataset.prompt_messages()
-    prompts = [segmenter(p, row=i).left_truncated(max_prompt) for i, p in enumerate(rows)]
-    worker_group.gain_configure(
+    prompts = segment_prompts(segmenter, rows, max_prompt)  # forked processes for big datasets
+    requirements = worker_group.gain_configure(
         {
             "capture_point": settings.capture_point,
             "inter_weight": settings.inter_weight,
@@ -146,15 +195,16 @@ def training_row_scores(
         },
         PromptSegmentTable.from_segments([(p.input_ids, p.segment_ids) for p in prompts]),
     )
+    micro_batch_group = max(r[PREPASS_MICRO_BATCH_GROUP] for r in requirements)
     identity = {
-        "model": model_identity(model_path),
-        "capture": describe_capture_point(model_path, settings.capture_point),
+        "model": model_identity(model_path, name=model_name if is_hub_id(model_name) else None),
+        "capture": describe_capture_point(config_path, settings.capture_point, trust_remote_code),
         "template": segmenter.template_identity(),
     }
     earlier = own_scores_file(config)
     if settings.scores_path:
         expected = {} if settings.allow_foreign_scores else identity
-        file_prompts = data_files_prompts(config.data.train_files, config.data.prompt_key)
+        file_prompts = data_files_prompts(local_data_files(config.data.train_files), config.data.prompt_key)
         table = scores_for_rows(settings.scores_path, rows, file_prompts, expected, settings.inter_weight)
         print(f"[verl-gain] GAIN scores from {settings.scores_path} ({len(table)} training prompts)", flush=True)
         return prepass_scores(table)
@@ -165,7 +215,7 @@ def training_row_scores(
     print(f"[verl-gain] GAIN pre-pass: scoring {len(prompts)} training prompts with the actor", flush=True)
     rollout = config.actor_rollout_ref.rollout
     micro = None if rollout.log_prob_use_dynamic_bsz else int(rollout.log_prob_micro_batch_size_per_gpu)
-    stats = stats_columns(run_prepass(worker_group, prompts, settings.prepass_batch_size, micro))
+    stats = stats_columns(run_prepass(worker_group, prompts, settings.prepass_batch_size, micro, micro_batch_group))
     dataframe = train_dataset.dataframe
     index = (
         [(info or {}).get("index") for info in dataframe["extra_info"]]

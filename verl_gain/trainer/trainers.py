@@ -26,6 +26,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from verl_gain.trainer.compat import PPOTrainerSync, RayPPOTrainer, collate_fn, tq
 from verl_gain.trainer.curriculum import TrainerCurriculum, build_curriculum
 from verl_gain.trainer.prepass import training_row_scores
+from verl_gain.trainer.reward_shape import ACC_KEY, REWARD_EXTRA_INFO, rollout_acc
 from verl_gain.trainer.worker import STEP_STATS_KEY, use_gain_worker
 
 REWARD_FAILED_EXTRA_KEY = "reward_failed"
@@ -85,7 +86,9 @@ class GainPPOTrainerSync(GainScoresMixin, PPOTrainerSync):
     - ``_init_dataloader``: the train loader draws from the GAIN sampler.
     - ``_init_resource_pool_mgr``: the actor role runs ``GainActorRolloutRefWorker``.
     - ``_load_checkpoint``: scores (pre-pass) before verl's restore, the curriculum state after it.
-    - ``step``: after verl's step, the finished trajectories (from TransferQueue) move the window.
+    - ``step``: after verl's step, the finished trajectories (from TransferQueue) move the window (it holds still
+      in critic warm-up steps, which update no actor, as on the legacy trainer, where ``_update_actor`` is not
+      called then).
     - ``_save_checkpoint``: the curriculum state is saved with every checkpoint.
     """
 
@@ -105,18 +108,24 @@ class GainPPOTrainerSync(GainScoresMixin, PPOTrainerSync):
 
     def step(self, metrics: dict, timing_raw: dict) -> Any:
         batch = super().step(metrics, timing_raw)
-        fields = ["uid", "extra_info", "extra_fields", "rm_scores"]
+        if self.config.trainer.critic_warmup > self.global_steps:  # verl's test for "no actor update this step"
+            metrics.update(self.gain.hold_step(self.global_steps))
+            return batch
+        # A colocated reward model writes the reward's extra keys as top-level fields (``acc`` among them); TQ
+        # leaves out a selected field that no sample has.
+        fields = ["uid", "extra_info", "extra_fields", "rm_scores", "data_source", ACC_KEY]
         if self.gain.settings.step_angle != "none":
             fields.append(STEP_STATS_KEY)
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
-        reward_info = [(f or {}).get("reward_extra_info") or {} for f in data["extra_fields"]]
-        acc = [r["acc"] for r in reward_info] if all("acc" in r for r in reward_info) else None
+        reward_info = [(f or {}).get(REWARD_EXTRA_INFO) or {} for f in data["extra_fields"]]
+        acc = rollout_acc(reward_info, list(data[ACC_KEY]) if ACC_KEY in data.keys() else None)
+        sources = list(data["data_source"]) if "data_source" in data.keys() else None
         scores = np.array([float(t.sum()) for t in data["rm_scores"].unbind()])
         stats = _rows(data[STEP_STATS_KEY]) if STEP_STATS_KEY in fields else None  # [R, F]
         is_padding = np.array([bool(tag.get("is_padding", False)) for tag in batch.tags])
         metrics.update(
             self.gain.finish_step(
-                self.global_steps, list(data["uid"]), list(data["extra_info"]), acc, scores, stats, is_padding
+                self.global_steps, list(data["uid"]), list(data["extra_info"]), acc, scores, stats, is_padding, sources
             )
         )
         metrics[REWARD_FAILED_METRIC] = failed_reward_count(r.get(REWARD_FAILED_EXTRA_KEY) for r in reward_info)
@@ -174,11 +183,13 @@ class GainRayPPOTrainer(GainScoresMixin, RayPPOTrainer):
         stats = batch.batch.pop(STEP_STATS_KEY).numpy() if STEP_STATS_KEY in batch.batch.keys() else None  # [R, F]
         actor_output = super()._update_actor(batch)
         non_tensor = batch.non_tensor_batch
-        acc = list(non_tensor["acc"]) if "acc" in non_tensor else None
+        acc = list(non_tensor[ACC_KEY]) if ACC_KEY in non_tensor else None
+        sources = list(non_tensor["data_source"]) if "data_source" in non_tensor else None
         scores = batch.batch["token_level_scores"].sum(-1).double().numpy()
         is_padding = np.asarray(non_tensor["is_padding"], dtype=bool) if "is_padding" in non_tensor else None
+        uids, extra_info = list(non_tensor["uid"]), list(non_tensor["extra_info"])
         gain_metrics = self.gain.finish_step(
-            self.global_steps, list(non_tensor["uid"]), list(non_tensor["extra_info"]), acc, scores, stats, is_padding
+            self.global_steps, uids, extra_info, acc, scores, stats, is_padding, sources
         )
         gain_metrics[REWARD_FAILED_METRIC] = failed_reward_count(non_tensor.get(REWARD_FAILED_EXTRA_KEY, ()))
         actor_output.meta_info.setdefault("metrics", {}).update(gain_metrics)

@@ -16,12 +16,22 @@ import torch
 from tensordict import TensorDict
 
 from verl_gain.core.angles import FIXED_SEGMENT, IGNORE_SEGMENT, QUESTION_SEGMENT, STAT_FIELDS
-from verl_gain.trainer.capture import SEGMENT_IDS_KEY, STATS_KEY, capture_angle_statistics, dense_stats
+from verl_gain.trainer.capture import (
+    SEGMENT_IDS_KEY,
+    STATS_KEY,
+    capture_angle_statistics,
+    dense_stats,
+    prepass_micro_batch_group,
+    validate_capture_point,
+)
 from verl_gain.trainer.compat import (
+    MAGIC_ATTR,
     ActorRolloutRefWorker,
     Dispatch,
     Role,
-    make_nd_compute_dataproto_dispatch_fn,
+    assign_non_tensor,
+    get_device_name,
+    get_non_tensor_data,
     register,
 )
 from verl_gain.trainer.curriculum import POSITION_KEY
@@ -30,6 +40,23 @@ STEP_STATS_KEY = "gain_step_stats"
 """Per-rollout angle statistics under the current model (``[b, len(STAT_FIELDS)]`` fp64, NaN rows where none was
 measured: the rollout's prompt is not the one the pre-pass tokenised) that ``compute_log_prob`` adds to its output."""
 COUNT_COLUMNS = [STAT_FIELDS.index("n_fixed"), STAT_FIELDS.index("n_question")]
+PREPASS_MICRO_BATCH_GROUP = "micro_batch_group"
+"""What ``gain_configure`` returns per rank: the engine's micro-batch group (``prepass_micro_batch_group``)."""
+NO_LORA_ADAPTER = "no_lora_adapter"
+"""Non-tensor flag verl sets on ``compute_log_prob`` for the reference log-probs when the reference model is the actor
+without its LoRA adapter (``ref_in_actor``: ``lora_rank > 0`` or ``lora_adapter_path``)."""
+
+
+def dispatch_attributes(method: Any) -> dict[str, Any]:
+    """The ``register`` arguments (dispatch mode, execute mode, blocking) of a registered verl worker method, so an
+    override is registered exactly as its base method is, never restated."""
+    return dict(getattr(method, MAGIC_ATTR))
+
+
+def is_reference_pass(data: TensorDict) -> bool:
+    """Whether this ``compute_log_prob`` call computes the reference log-probs (the adapter disabled): the step angle
+    is the actor's own, so it is measured only on the actor's call."""
+    return bool(get_non_tensor_data(data, key=NO_LORA_ADAPTER, default=False))
 
 
 def token_ids_digest(ids: torch.Tensor | list[int]) -> int:
@@ -116,34 +143,61 @@ class GainActorRolloutRefWorker(ActorRolloutRefWorker):
 
     Hooks:
     - ``gain_configure`` (new, ``Dispatch.ONE_TO_ALL``): capture point, ranking-key weight, step-angle source and
-      the prompt segment table.
-    - ``gain_score_prompts`` (new, nd dispatch over the ``actor`` mesh, like ``compute_log_prob``): the pre-pass;
-      returns ``STATS_KEY`` ``[b, F]`` per prompt.
-    - ``compute_log_prob`` (overridden and re-registered with verl's dispatch, or it would drop out of the worker
-      group's API): calls verl's method with the capture active and adds ``STEP_STATS_KEY`` to its output.
+      the prompt segment table; checks the capture point on every rank together (``validate_capture_point``) and
+      returns the engine's micro-batch group, which the pre-pass pads its calls to.
+    - ``gain_prepass_begin`` / ``gain_prepass_end`` (new, ``Dispatch.ONE_TO_ALL``): with parameter offload, the
+      model is loaded once for the whole pre-pass instead of around each call.
+    - ``gain_score_prompts`` (new, registered as ``compute_log_prob`` is: nd dispatch over the ``actor`` mesh): the
+      pre-pass; returns ``STATS_KEY`` ``[b, F]`` per prompt.
+    - ``compute_log_prob`` (overridden and re-registered with the base method's own dispatch attributes, or it would
+      drop out of the worker group's API): calls verl's method with the capture active and adds ``STEP_STATS_KEY``
+      to its output; verl's reference pass through the same method (LoRA: the actor without its adapter) runs
+      uncaptured, so it never replaces the actor's angle.
     """
 
     gain_settings: dict[str, Any] | None = None
     gain_table: PromptSegmentTable | None = None
+    gain_model_resident: bool = False
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
-    def gain_configure(self, settings: dict[str, Any], table: PromptSegmentTable | None = None) -> None:
+    def gain_configure(self, settings: dict[str, Any], table: PromptSegmentTable | None = None) -> dict[str, int]:
         self.gain_settings = dict(settings)
         self.gain_table = table
+        validate_capture_point(self.actor.engine, settings["capture_point"])  # every rank agrees, or all raise
+        return {PREPASS_MICRO_BATCH_GROUP: prepass_micro_batch_group(self.actor.engine)}
 
-    @register(dispatch_mode=make_nd_compute_dataproto_dispatch_fn(mesh_name="actor"))
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def gain_prepass_begin(self) -> None:
+        """Load the actor's model onto the device once for the whole pre-pass (with parameter offload; without, the
+        model is there already). Every pre-pass call then runs with ``disable_auto_offload``."""
+        engine = self.actor.engine
+        if engine.is_param_offload_enabled:
+            engine.to(get_device_name(), model=True, optimizer=False, grad=False)
+        self.gain_model_resident = True
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def gain_prepass_end(self) -> None:
+        """Offload the actor's model again after the pre-pass (what verl's eval mode does after each call)."""
+        engine = self.actor.engine
+        if self.gain_model_resident and engine.is_param_offload_enabled:
+            engine.to("cpu", model=True, optimizer=False, grad=False)
+        self.gain_model_resident = False
+
+    @register(**dispatch_attributes(ActorRolloutRefWorker.compute_log_prob))
     def gain_score_prompts(self, data: TensorDict) -> TensorDict | None:
         settings = self._require_settings()
+        if self.gain_model_resident:
+            assign_non_tensor(data, disable_auto_offload=True)  # loaded once by gain_prepass_begin
         with capture_angle_statistics(self.actor.engine, settings["capture_point"], settings["inter_weight"]):
             output = self.actor.infer_batch(data)
         if output is None:  # a rank that holds no outputs (tensor/pipeline parallel)
             return None
         return TensorDict({STATS_KEY: dense_stats(output)}, batch_size=[output.batch_size[0]])
 
-    @register(dispatch_mode=make_nd_compute_dataproto_dispatch_fn(mesh_name="actor"))
+    @register(**dispatch_attributes(ActorRolloutRefWorker.compute_log_prob))
     def compute_log_prob(self, data: TensorDict) -> TensorDict | None:
         settings = self.gain_settings
-        if not settings or settings["step_angle"] == "none" or self.gain_table is None:
+        if not settings or settings["step_angle"] == "none" or self.gain_table is None or is_reference_pass(data):
             return super().compute_log_prob(data)
         data[SEGMENT_IDS_KEY] = step_segment_ids(
             data, self.gain_table, include_response=settings["step_angle"] == "prompt_response"

@@ -320,7 +320,12 @@ def check_pipeline_selection() -> dict[str, Any]:
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
     from megatron.core.transformer import TransformerConfig
 
-    from verl_gain.trainer.capture import capture_angle_statistics
+    from verl_gain.trainer.capture import (
+        CaptureRefused,
+        capture_angle_statistics,
+        prepass_micro_batch_group,
+        validate_capture_point,
+    )
     from verl_gain.trainer.capture.megatron_layout import MegatronCaptureError
     from verl_gain.trainer.capture.outputs import stats_tensor
 
@@ -380,6 +385,18 @@ def check_pipeline_selection() -> dict[str, Any]:
             result["mlp_input:1"] = "accepted" if capture is not None else None
     except MegatronCaptureError as error:
         result["mlp_input:1"] = str(error)
+    # What the worker's gain_configure runs on every rank: the same verdict on all of them, not only on the stage
+    # that holds the capture point (stage 0 would otherwise wait for stage 1 in a pipeline send).
+    engine.tf_config = config
+    result["micro_batch_group"] = prepass_micro_batch_group(engine)
+    validate_capture_point(engine, "mlp_input")
+    result["validated"] = {}
+    for spec in ("mlp_input:1", "final_norm"):
+        try:
+            validate_capture_point(engine, spec)
+            result["validated"][spec] = "accepted"
+        except CaptureRefused as error:
+            result["validated"][spec] = str(error)
     return result
 
 

@@ -107,6 +107,22 @@ def test_capture_lands_on_the_last_stage_last_chunk_only(gloo_results):
         assert all(result["pipeline"][f"{spec}_hooks_after"] == 0 for spec in ("mlp_input", "final_norm"))
 
 
+def test_every_pipeline_rank_refuses_a_capture_point_only_the_last_stage_can_check(gloo_results):
+    """``gain_configure``'s check (``validate_capture_point``) gives every rank, stage 0 included, the last stage's
+    refusal; before, only the last stage raised and the others went on into the pipeline schedule."""
+    verdicts = [result["pipeline"]["validated"] for result in gloo_results]
+    assert len(verdicts) == WORLD_SIZE and {result["pipeline"]["pp_rank"] for result in gloo_results} == {0, 1}
+    refusal = verdicts[0]["mlp_input:1"]
+    assert "not on the last pipeline stage's last chunk" in refusal and refusal.startswith("gain.capture_point=")
+    assert all(v["mlp_input:1"] == refusal for v in verdicts)  # the same line on every rank
+    assert all(v["final_norm"] == "accepted" for v in verdicts)
+
+
+def test_the_prepass_pads_to_the_virtual_pipeline_micro_batch_group(gloo_results):
+    """PP 2 x VPP 2: megatron-core groups micro-batches by the pipeline size, on every rank."""
+    assert [result["pipeline"]["micro_batch_group"] for result in gloo_results] == [2] * WORLD_SIZE
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # single process
 # ---------------------------------------------------------------------------------------------------------------

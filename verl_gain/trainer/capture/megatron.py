@@ -78,6 +78,19 @@ def capture_chunk_index(num_chunks: int, is_last_stage: bool) -> int | None:
     return num_chunks - 1 if is_last_stage else None
 
 
+def prepass_micro_batch_group(engine: Any) -> int:
+    """How many micro-batches the engine runs as one group: with virtual pipeline stages, Megatron's interleaved
+    schedule needs a micro-batch count divisible by ``microbatch_group_size_per_vp_stage`` (verl asserts it in
+    ``MegatronEngine.forward_backward_batch``; megatron-core defaults it to the pipeline size); 1 otherwise and for
+    FSDP engines."""
+    if not is_megatron_engine(engine):
+        return 1
+    vpp = _parallel_state().get_virtual_pipeline_model_parallel_world_size()
+    if vpp is None or vpp <= 1:
+        return 1
+    return int(engine.tf_config.microbatch_group_size_per_vp_stage)
+
+
 def _resolve_megatron_point(model: nn.Module, spec: str) -> CapturePoint:
     """``resolve_capture_point`` on one chunk's ``GPTModel``, with ``mlp_input:<i>`` naming a *global* layer.
 
