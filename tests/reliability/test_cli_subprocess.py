@@ -29,6 +29,9 @@ COMMAND_TIMEOUT_S = 300
 # Ctrl-C arrives once this many chunks are finished (chunk size 1, one prompt per forward pass).
 CHUNKS_BEFORE_INTERRUPT = 2
 PROMPTS = 24
+INTERRUPTED_RUN_PROMPTS = 200
+"""Rows of the Ctrl-C run: one prompt per chunk takes ~60 ms here, so the signal sent after chunk 2 arrives seconds
+before the last chunk even on a loaded machine (with 24 rows the run once finished first and exited 0)."""
 
 
 def run(*args: str, module: str = "verl_gain.cli") -> subprocess.CompletedProcess:
@@ -57,6 +60,7 @@ def inputs(tmp_path_factory) -> Path:
     rows = arithmetic_rows(PROMPTS, "train")
     pd.DataFrame(rows).to_parquet(folder / "data.parquet")
     pd.DataFrame(rows[:3]).to_parquet(folder / "small.parquet")
+    pd.DataFrame(arithmetic_rows(INTERRUPTED_RUN_PROMPTS, "train")).to_parquet(folder / "long.parquet")
     (folder / "empty.parquet").write_bytes(b"")
     return folder
 
@@ -106,7 +110,7 @@ def test_the_trainer_refuses_an_unreadable_scores_file_before_ray_starts(inputs)
 def test_ctrl_c_during_score_is_one_line_and_the_same_command_resumes(inputs, tmp_path):
     out = tmp_path / "scores.parquet"
     parts = parts_dir_for(out)
-    args = [sys.executable, "-m", "verl_gain.cli", "score", "--data", str(inputs / "data.parquet")]
+    args = [sys.executable, "-m", "verl_gain.cli", "score", "--data", str(inputs / "long.parquet")]
     args += ["--model", str(inputs / "tiny"), "--out", str(out), "--chunk-size", "1", "--token-budget", "1"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     process = subprocess.Popen(
@@ -131,5 +135,5 @@ def test_ctrl_c_during_score_is_one_line_and_the_same_command_resumes(inputs, tm
     reused = int(done.stdout.split("reused ")[1].split()[0])
     assert reused >= CHUNKS_BEFORE_INTERRUPT
     scores, _, info = read_scores(out)
-    assert len(scores) == PROMPTS and info["chunks_reused"] == reused and not parts.exists()
-    assert json.loads(json.dumps(info))["scored"] == PROMPTS
+    assert len(scores) == INTERRUPTED_RUN_PROMPTS and info["chunks_reused"] == reused and not parts.exists()
+    assert json.loads(json.dumps(info))["scored"] == INTERRUPTED_RUN_PROMPTS
