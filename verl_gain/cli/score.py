@@ -57,7 +57,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--layout", choices=LAYOUTS, default="right", help="batch layout (default: right padding)")
     parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="prompts per resumable chunk")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    parser.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16 (default: auto)")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        help="auto | float32 | bfloat16 | float16 (default: auto = bfloat16 on a GPU or on a CPU with bf16 "
+        "instructions, else float32; the statistics are accumulated in fp32 either way)",
+    )
     parser.add_argument(
         "--no-early-exit", action="store_true", help="run the full forward pass instead of stopping at the capture"
     )

@@ -1,0 +1,143 @@
+"""The GAIN pre-pass in bf16 against fp32 on the real SmolLM2-135M-Instruct (not a test): speed and order agreement.
+
+Both precisions score the same GSM8K prompts in the same process, through the scorer's engine
+(``verl_gain.scoring.scorer.score_prompts``: length-sorted batches of ``--token-budget`` tokens, early exit at the
+capture point, statistics accumulated in fp32). The prompts are dealt into rounds as ``verl-gain score`` deals its
+chunks (round r takes every n-th prompt of the length order, so every round spans all lengths), and each round is
+scored in both precisions back to back, alternating which goes first: on a shared, noisy machine both see the same
+load, and the ratio of their times is the figure to trust. Model loading is excluded (it is the same in both).
+
+Prints, and writes as JSON (``--out``):
+
+- wall time of each precision over all prompts, tokens/s, and the bf16 speed-up (fp32 time / bf16 time);
+- agreement of the orders: Spearman rho between the bf16 and fp32 keys (and intra, inter) over the first
+  ``--spearman-prompts`` prompts of the file and over all of them, the largest key difference, and the overlap of
+  the first tenth of each order.
+
+Usage: python bench/bench_scoring_precision.py --data gsm8k/train.parquet [--prompts N] [--rounds 15]
+       [--spearman-prompts 500] [--token-budget 2048] [--out bench/results/scoring_precision.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from verl_gain.core.angles import STAT_FIELDS
+from verl_gain.inference import cpu_bf16_instructions
+from verl_gain.model_sources import resolve_model
+from verl_gain.scoring.constants import DEFAULT_TOKEN_BUDGET
+from verl_gain.scoring.report import spearman
+from verl_gain.scoring.scorer import ScoreConfig, load_model, load_tokenizer, prepare_dataset, score_prompts
+from verl_gain.scoring.scores_file import read_data_file, stats_columns, table_keys
+from verl_gain.scoring.segments import PromptSegmenter
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "gsm8k" / "train.parquet"
+DEFAULT_OUT = REPO_ROOT / "bench" / "results" / "scoring_precision.json"
+MODEL = "smollm2-135m-instruct"
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+TOP_FRACTION = 0.1
+"""The share of each order compared for overlap: the prompts a GAIN run draws first."""
+
+
+def top_overlap(a: np.ndarray, b: np.ndarray, fraction: float = TOP_FRACTION) -> float:
+    """Share of the ``fraction`` highest-keyed prompts of ``a`` that are also among the highest of ``b``."""
+    count = max(1, int(len(a) * fraction))
+    return len(set(np.argsort(-a)[:count]) & set(np.argsort(-b)[:count])) / count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="GSM8K train parquet (verl format)")
+    parser.add_argument("--prompts", type=int, default=None, help="the first N prompts of the file (default: all)")
+    parser.add_argument("--rounds", type=int, default=15, help="rounds of alternating fp32 / bf16 scoring")
+    parser.add_argument("--spearman-prompts", type=int, default=500, help="Spearman also over the first N prompts")
+    parser.add_argument("--token-budget", type=int, default=DEFAULT_TOKEN_BUDGET, help="tokens per forward pass")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON result file")
+    args = parser.parse_args()
+
+    frame = read_data_file(args.data)
+    if args.prompts is not None:
+        frame = frame.iloc[: args.prompts].reset_index(drop=True)
+    model_dir = resolve_model(MODEL)
+    tokenizer = load_tokenizer(model_dir)
+    config = ScoreConfig(token_budget=args.token_budget)
+    model_type = json.loads((Path(model_dir) / "config.json").read_text()).get("model_type")
+    prepared = prepare_dataset(frame, PromptSegmenter(tokenizer, {}, model_type), config, None)
+    prompts = prepared.prompts
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    models = {name: load_model(model_dir, torch.device("cpu"), dtype) for name, dtype in PRECISIONS.items()}
+
+    def score(name: str, members: list[int]) -> np.ndarray:
+        members_prompts = [prompts[i] for i in members]
+        found = score_prompts(models[name], members_prompts, token_budget=args.token_budget, pad_token_id=pad)
+        return np.stack([found[field] for field in STAT_FIELDS], axis=1)  # [M, F]
+
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    rounds = [order[r :: args.rounds] for r in range(args.rounds)]
+    for name in PRECISIONS:  # warm-up: first calls pay one-time kernel and allocator set-up
+        score(name, rounds[0][:8])
+    seconds = dict.fromkeys(PRECISIONS, 0.0)
+    stats = {name: np.full((len(prompts), len(STAT_FIELDS)), np.nan) for name in PRECISIONS}
+    tokens = sum(len(p) for p in prompts)
+    print(
+        f"{len(prompts)} prompts, {tokens:,} tokens, {args.rounds} rounds, torch threads {torch.get_num_threads()}, "
+        f"CPU bf16 instructions: {', '.join(cpu_bf16_instructions()) or 'none'}",
+        flush=True,
+    )
+    for number, members in enumerate(rounds):
+        names = list(PRECISIONS) if number % 2 == 0 else list(reversed(PRECISIONS))
+        for name in names:
+            started = time.perf_counter()
+            stats[name][members] = score(name, members)
+            seconds[name] += time.perf_counter() - started
+        print(
+            f"round {number + 1}/{args.rounds}: fp32 {seconds['fp32']:.0f} s, bf16 {seconds['bf16']:.0f} s so far "
+            f"(ratio {seconds['fp32'] / seconds['bf16']:.2f})",
+            flush=True,
+        )
+
+    tables = {name: pd.DataFrame(stats_columns(values)) for name, values in stats.items()}
+    keys = {name: table_keys(table, 1.0) for name, table in tables.items()}
+    head = min(args.spearman_prompts, len(prompts))
+    result = {
+        "model": MODEL,
+        "data": args.data.name,
+        "prompts": len(prompts),
+        "tokens": tokens,
+        "token_budget": args.token_budget,
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cpu_bf16_instructions": list(cpu_bf16_instructions()),
+        "machine": platform.machine(),
+        "seconds": {name: round(value, 1) for name, value in seconds.items()},
+        "tokens_per_s": {name: round(tokens / value) for name, value in seconds.items()},
+        "bf16_speedup": round(seconds["fp32"] / seconds["bf16"], 3),
+        "spearman_key_first": {"prompts": head, "rho": spearman(keys["fp32"][:head], keys["bf16"][:head])},
+        "spearman_all": {
+            "key": spearman(keys["fp32"], keys["bf16"]),
+            "intra": spearman(tables["fp32"]["intra"], tables["bf16"]["intra"]),
+            "inter": spearman(tables["fp32"]["inter"], tables["bf16"]["inter"]),
+        },
+        "key_abs_diff_max": float(np.max(np.abs(keys["fp32"] - keys["bf16"]))),
+        "key_std_fp32": float(np.std(keys["fp32"])),
+        "top_tenth_overlap": top_overlap(keys["fp32"], keys["bf16"]),
+    }
+    assert all(math.isfinite(v) for v in result["spearman_all"].values()), result["spearman_all"]
+    print(json.dumps(result, indent=1))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"-> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
