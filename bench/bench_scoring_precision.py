@@ -3,19 +3,21 @@
 Both precisions score the same GSM8K prompts in the same process, through the scorer's engine
 (``verl_gain.scoring.scorer.score_prompts``: length-sorted batches of ``--token-budget`` tokens, early exit at the
 capture point, statistics accumulated in fp32). The prompts are dealt into rounds as ``verl-gain score`` deals its
-chunks (round r takes every n-th prompt of the length order, so every round spans all lengths), and each round is
-scored in both precisions back to back, alternating which goes first: on a shared, noisy machine both see the same
-load, and the ratio of their times is the figure to trust. Model loading is excluded (it is the same in both).
+chunks (round r takes every n-th prompt of the length order, so every round spans all lengths). bf16 scores every
+round; fp32 scores ``--fp32-rounds`` of them, spread over the run (all by default), each right before or after bf16
+on the same prompts, alternating: on a shared, noisy machine both see the same load, and the ratio of their times on
+the paired rounds is the figure to trust. Model loading is excluded (it is the same in both).
 
 Prints, and writes as JSON (``--out``):
 
-- wall time of each precision over all prompts, tokens/s, and the bf16 speed-up (fp32 time / bf16 time);
-- agreement of the orders: Spearman rho between the bf16 and fp32 keys (and intra, inter) over the first
-  ``--spearman-prompts`` prompts of the file and over all of them, the largest key difference, and the overlap of
-  the first tenth of each order.
+- bf16's wall time over all prompts; both precisions' times on the paired rounds, tokens/s, and the bf16 speed-up
+  (fp32 time / bf16 time on the same prompts);
+- agreement of the orders over the prompts scored in both: Spearman rho between the bf16 and fp32 keys (and intra,
+  inter), also over the first ``--spearman-prompts`` of them in file order, the largest key difference, and the
+  overlap of the first tenth of each order.
 
 Usage: python bench/bench_scoring_precision.py --data gsm8k/train.parquet [--prompts N] [--rounds 15]
-       [--spearman-prompts 500] [--token-budget 2048] [--out bench/results/scoring_precision.json]
+       [--fp32-rounds 15] [--spearman-prompts 500] [--token-budget 2048] [--out bench/results/scoring_precision.json]
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="GSM8K train parquet (verl format)")
     parser.add_argument("--prompts", type=int, default=None, help="the first N prompts of the file (default: all)")
     parser.add_argument("--rounds", type=int, default=15, help="rounds of alternating fp32 / bf16 scoring")
+    parser.add_argument("--fp32-rounds", type=int, default=None, help="rounds fp32 also scores (default: all)")
     parser.add_argument("--spearman-prompts", type=int, default=500, help="Spearman also over the first N prompts")
     parser.add_argument("--token-budget", type=int, default=DEFAULT_TOKEN_BUDGET, help="tokens per forward pass")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON result file")
@@ -86,29 +89,42 @@ def main() -> None:
     rounds = [order[r :: args.rounds] for r in range(args.rounds)]
     for name in PRECISIONS:  # warm-up: first calls pay one-time kernel and allocator set-up
         score(name, rounds[0][:8])
-    seconds = dict.fromkeys(PRECISIONS, 0.0)
+    fp32_rounds = args.rounds if args.fp32_rounds is None else min(args.fp32_rounds, args.rounds)
+    paired = {round(r * args.rounds / fp32_rounds) for r in range(fp32_rounds)}  # spread over the run
+    bf16_seconds = 0.0
+    paired_seconds = dict.fromkeys(PRECISIONS, 0.0)
     stats = {name: np.full((len(prompts), len(STAT_FIELDS)), np.nan) for name in PRECISIONS}
     tokens = sum(len(p) for p in prompts)
     print(
-        f"{len(prompts)} prompts, {tokens:,} tokens, {args.rounds} rounds, torch threads {torch.get_num_threads()}, "
-        f"CPU bf16 instructions: {', '.join(cpu_bf16_instructions()) or 'none'}",
+        f"{len(prompts)} prompts, {tokens:,} tokens, {args.rounds} rounds ({len(paired)} also in fp32), torch threads "
+        f"{torch.get_num_threads()}, CPU bf16 instructions: {', '.join(cpu_bf16_instructions()) or 'none'}",
         flush=True,
     )
+    paired_tokens = 0
     for number, members in enumerate(rounds):
-        names = list(PRECISIONS) if number % 2 == 0 else list(reversed(PRECISIONS))
+        earlier_pairs = sum(1 for r in paired if r < number)
+        names = ["bf16"] if number not in paired else ["fp32", "bf16"] if earlier_pairs % 2 == 0 else ["bf16", "fp32"]
         for name in names:
             started = time.perf_counter()
             stats[name][members] = score(name, members)
-            seconds[name] += time.perf_counter() - started
+            elapsed = time.perf_counter() - started
+            if name == "bf16":
+                bf16_seconds += elapsed
+            if number in paired:
+                paired_seconds[name] += elapsed
+        if number in paired:
+            paired_tokens += sum(len(prompts[i]) for i in members)
+        ratio = paired_seconds["fp32"] / paired_seconds["bf16"] if paired_seconds["fp32"] else float("nan")
         print(
-            f"round {number + 1}/{args.rounds}: fp32 {seconds['fp32']:.0f} s, bf16 {seconds['bf16']:.0f} s so far "
-            f"(ratio {seconds['fp32'] / seconds['bf16']:.2f})",
+            f"round {number + 1}/{args.rounds}: bf16 {bf16_seconds:.0f} s so far; paired rounds fp32 "
+            f"{paired_seconds['fp32']:.0f} s vs bf16 {paired_seconds['bf16']:.0f} s (ratio {ratio:.2f})",
             flush=True,
         )
 
-    tables = {name: pd.DataFrame(stats_columns(values)) for name, values in stats.items()}
+    both = np.flatnonzero(~np.isnan(stats["fp32"]).any(axis=1))  # dataset rows scored in both, in file order
+    tables = {name: pd.DataFrame(stats_columns(values[both])) for name, values in stats.items()}
     keys = {name: table_keys(table, 1.0) for name, table in tables.items()}
-    head = min(args.spearman_prompts, len(prompts))
+    head = min(args.spearman_prompts, len(both))
     result = {
         "model": MODEL,
         "data": args.data.name,
@@ -119,11 +135,17 @@ def main() -> None:
         "torch": torch.__version__,
         "cpu_bf16_instructions": list(cpu_bf16_instructions()),
         "machine": platform.machine(),
-        "seconds": {name: round(value, 1) for name, value in seconds.items()},
-        "tokens_per_s": {name: round(tokens / value) for name, value in seconds.items()},
-        "bf16_speedup": round(seconds["fp32"] / seconds["bf16"], 3),
+        "bf16_seconds_all_prompts": round(bf16_seconds, 1),
+        "bf16_tokens_per_s_all_prompts": round(tokens / bf16_seconds),
+        "paired": {
+            "prompts": len(both),
+            "tokens": paired_tokens,
+            "seconds": {name: round(value, 1) for name, value in paired_seconds.items()},
+            "tokens_per_s": {name: round(paired_tokens / value) for name, value in paired_seconds.items()},
+        },
+        "bf16_speedup": round(paired_seconds["fp32"] / paired_seconds["bf16"], 3),
         "spearman_key_first": {"prompts": head, "rho": spearman(keys["fp32"][:head], keys["bf16"][:head])},
-        "spearman_all": {
+        "spearman_paired": {
             "key": spearman(keys["fp32"], keys["bf16"]),
             "intra": spearman(tables["fp32"]["intra"], tables["bf16"]["intra"]),
             "inter": spearman(tables["fp32"]["inter"], tables["bf16"]["inter"]),
@@ -132,7 +154,7 @@ def main() -> None:
         "key_std_fp32": float(np.std(keys["fp32"])),
         "top_tenth_overlap": top_overlap(keys["fp32"], keys["bf16"]),
     }
-    assert all(math.isfinite(v) for v in result["spearman_all"].values()), result["spearman_all"]
+    assert all(math.isfinite(v) for v in result["spearman_paired"].values()), result["spearman_paired"]
     print(json.dumps(result, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

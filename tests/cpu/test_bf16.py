@@ -13,6 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM
 from verl.workers.config import HFModelConfig, RolloutConfig
 
+from tests.cpu.test_rollout import generate_all, prompts
 from tests.e2e import base_overrides, make_fixture, run_main
 from tests.tiny import make_tiny_model_dir
 from verl_gain.cpu.adaptations import LOG_PROB_DIFF_METRIC
@@ -27,7 +28,6 @@ tolerance is twice that. Observed: 0.03 with the tiny models here (SmolLM2-135M 
 value near 1 would mean the rollout sampled from other weights."""
 FP32_LOG_PROB_AGREEMENT = 1e-4
 """As ``test_e2e.py``: a bf16 run must disagree by more than this, or bf16 did not run."""
-SAMPLING = {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "logprobs": True}
 E2E_STEPS = 2
 
 
@@ -71,15 +71,8 @@ def test_as_rollout_tensor_casts_floating_point_values_only():
 def test_bf16_rollout_log_probs_against_a_bf16_autocast_actor(model_config):
     """The rollout's log-probs against what verl's actor computes in bf16: the fp32 weights under bf16 autocast."""
     server = make_server(model_config, "bfloat16")
-    tokenizer = model_config.tokenizer
-    prompt_list = [tokenizer.encode("y" * (2 * i + 1) + f" {i}?") for i in range(4)]
-
-    async def generate_all():
-        return await asyncio.gather(
-            *[server.generate(p, dict(SAMPLING), request_id=str(i)) for i, p in enumerate(prompt_list)]
-        )
-
-    outputs = asyncio.run(generate_all())
+    prompt_list = prompts(model_config, 4)
+    outputs = asyncio.run(generate_all(server, prompt_list))
     actor = AutoModelForCausalLM.from_pretrained(model_config.local_path, dtype=torch.float32).eval()
     gaps = []
     for prompt, output in zip(prompt_list, outputs):
