@@ -17,7 +17,8 @@ Prints, and writes as JSON (``--out``):
   overlap of the first tenth of each order.
 
 Usage: python bench/bench_scoring_precision.py --data gsm8k/train.parquet [--prompts N] [--rounds 15]
-       [--fp32-rounds 15] [--spearman-prompts 500] [--token-budget 2048] [--out bench/results/scoring_precision.json]
+       [--fp32-rounds 15] [--spearman-prompts 500] [--token-budget 2048] [--threads N]
+       [--out bench/results/scoring_precision.json]
 """
 
 from __future__ import annotations
@@ -66,7 +67,15 @@ def main() -> None:
     parser.add_argument("--spearman-prompts", type=int, default=500, help="Spearman also over the first N prompts")
     parser.add_argument("--token-budget", type=int, default=DEFAULT_TOKEN_BUDGET, help="tokens per forward pass")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON result file")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: torch's). On a busy machine 1 is steadier: waiting threads spin.",
+    )
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     frame = read_data_file(args.data)
     if args.prompts is not None:
