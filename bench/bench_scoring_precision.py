@@ -4,14 +4,16 @@ Both precisions score the same GSM8K prompts in the same process, through the sc
 (``verl_gain.scoring.scorer.score_prompts``: length-sorted batches of ``--token-budget`` tokens, early exit at the
 capture point, statistics accumulated in fp32). The prompts are dealt into rounds as ``verl-gain score`` deals its
 chunks (round r takes every n-th prompt of the length order, so every round spans all lengths). bf16 scores every
-round; fp32 scores ``--fp32-rounds`` of them, spread over the run (all by default), each right before or after bf16
-on the same prompts, alternating: on a shared, noisy machine both see the same load, and the ratio of their times on
-the paired rounds is the figure to trust. Model loading is excluded (it is the same in both).
+round; fp32 scores ``--fp32-rounds`` of them, spread over the run (all by default), in ``--slices`` slices, each
+scored in both precisions back to back, alternating which goes first: on a shared, noisy machine both see the same
+load, and the ratio of their times on the paired rounds is the figure to trust. Wall time and CPU time (this
+process's, all threads) are both kept: with one thread on a busy machine, CPU time leaves out the waits for a core.
+Model loading is excluded (it is the same in both).
 
 Prints, and writes as JSON (``--out``):
 
-- bf16's wall time over all prompts; both precisions' times on the paired rounds, tokens/s, and the bf16 speed-up
-  (fp32 time / bf16 time on the same prompts);
+- bf16's time over all prompts; both precisions' times on the paired rounds, and the bf16 speed-up (fp32 time /
+  bf16 time on the same prompts), in wall and CPU time;
 - agreement of the orders over the prompts scored in both: Spearman rho between the bf16 and fp32 keys (and intra,
   inter), also over the first ``--spearman-prompts`` of them in file order, the largest key difference, and the
   overlap of the first tenth of each order.
@@ -64,6 +66,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=None, help="the first N prompts of the file (default: all)")
     parser.add_argument("--rounds", type=int, default=15, help="rounds of alternating fp32 / bf16 scoring")
     parser.add_argument("--fp32-rounds", type=int, default=None, help="rounds fp32 also scores (default: all)")
+    parser.add_argument("--slices", type=int, default=10, help="alternations within a paired round")
     parser.add_argument("--spearman-prompts", type=int, default=500, help="Spearman also over the first N prompts")
     parser.add_argument("--token-budget", type=int, default=DEFAULT_TOKEN_BUDGET, help="tokens per forward pass")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON result file")
@@ -100,8 +103,9 @@ def main() -> None:
         score(name, rounds[0][:8])
     fp32_rounds = args.rounds if args.fp32_rounds is None else min(args.fp32_rounds, args.rounds)
     paired = {round(r * args.rounds / fp32_rounds) for r in range(fp32_rounds)}  # spread over the run
-    bf16_seconds = 0.0
-    paired_seconds = dict.fromkeys(PRECISIONS, 0.0)
+    clocks = ("wall", "cpu")
+    bf16_seconds = dict.fromkeys(clocks, 0.0)
+    paired_seconds = {name: dict.fromkeys(clocks, 0.0) for name in PRECISIONS}
     stats = {name: np.full((len(prompts), len(STAT_FIELDS)), np.nan) for name in PRECISIONS}
     tokens = sum(len(p) for p in prompts)
     print(
@@ -109,24 +113,34 @@ def main() -> None:
         f"{torch.get_num_threads()}, CPU bf16 instructions: {', '.join(cpu_bf16_instructions()) or 'none'}",
         flush=True,
     )
-    paired_tokens = 0
+
+    def timed(name: str, members: list[int]) -> dict[str, float]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        stats[name][members] = score(name, members)
+        return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}
+
+    paired_tokens = switches = 0
     for number, members in enumerate(rounds):
-        earlier_pairs = sum(1 for r in paired if r < number)
-        names = ["bf16"] if number not in paired else ["fp32", "bf16"] if earlier_pairs % 2 == 0 else ["bf16", "fp32"]
-        for name in names:
-            started = time.perf_counter()
-            stats[name][members] = score(name, members)
-            elapsed = time.perf_counter() - started
-            if name == "bf16":
-                bf16_seconds += elapsed
-            if number in paired:
-                paired_seconds[name] += elapsed
-        if number in paired:
+        if number not in paired:
+            spent = timed("bf16", members)
+            bf16_seconds = {c: bf16_seconds[c] + spent[c] for c in clocks}
+        else:
+            # Slices of the round (every k-th prompt of its length order), each scored in both precisions back to
+            # back, alternating which goes first: the pairs are seconds apart, so both see the same load.
+            for piece in (members[k :: args.slices] for k in range(args.slices)):
+                names = ["fp32", "bf16"] if switches % 2 == 0 else ["bf16", "fp32"]
+                switches += 1
+                for name in names:
+                    spent = timed(name, piece)
+                    paired_seconds[name] = {c: paired_seconds[name][c] + spent[c] for c in clocks}
+                    if name == "bf16":
+                        bf16_seconds = {c: bf16_seconds[c] + spent[c] for c in clocks}
             paired_tokens += sum(len(prompts[i]) for i in members)
-        ratio = paired_seconds["fp32"] / paired_seconds["bf16"] if paired_seconds["fp32"] else float("nan")
+        fp32_spent, bf16_spent = paired_seconds["fp32"], paired_seconds["bf16"]
+        ratio = {c: fp32_spent[c] / bf16_spent[c] if paired_tokens else math.nan for c in clocks}
         print(
-            f"round {number + 1}/{args.rounds}: bf16 {bf16_seconds:.0f} s so far; paired rounds fp32 "
-            f"{paired_seconds['fp32']:.0f} s vs bf16 {paired_seconds['bf16']:.0f} s (ratio {ratio:.2f})",
+            f"round {number + 1}/{args.rounds}: bf16 {bf16_seconds['wall']:.0f} s so far; paired rounds fp32 / bf16 "
+            f"{ratio['wall']:.2f} wall, {ratio['cpu']:.2f} CPU time",
             flush=True,
         )
 
@@ -144,15 +158,16 @@ def main() -> None:
         "torch": torch.__version__,
         "cpu_bf16_instructions": list(cpu_bf16_instructions()),
         "machine": platform.machine(),
-        "bf16_seconds_all_prompts": round(bf16_seconds, 1),
-        "bf16_tokens_per_s_all_prompts": round(tokens / bf16_seconds),
+        "bf16_all_prompts": {
+            "seconds": {c: round(v, 1) for c, v in bf16_seconds.items()},
+            "tokens_per_s": {c: round(tokens / v) for c, v in bf16_seconds.items()},
+        },
         "paired": {
             "prompts": len(both),
             "tokens": paired_tokens,
-            "seconds": {name: round(value, 1) for name, value in paired_seconds.items()},
-            "tokens_per_s": {name: round(paired_tokens / value) for name, value in paired_seconds.items()},
+            "seconds": {name: {c: round(v, 1) for c, v in spent.items()} for name, spent in paired_seconds.items()},
         },
-        "bf16_speedup": round(paired_seconds["fp32"] / paired_seconds["bf16"], 3),
+        "bf16_speedup": {c: round(paired_seconds["fp32"][c] / paired_seconds["bf16"][c], 3) for c in clocks},
         "spearman_key_first": {"prompts": head, "rho": spearman(keys["fp32"][:head], keys["bf16"][:head])},
         "spearman_paired": {
             "key": spearman(keys["fp32"], keys["bf16"]),
