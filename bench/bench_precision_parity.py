@@ -10,7 +10,8 @@ at each evaluation, each step's time and its largest rollout-vs-actor log-prob d
 never rerun, so the study can be finished over several sessions; ``--summary-only`` rebuilds the table from the files.
 
 The verdict compares bf16's held-out accuracy after the last step with the fp32 runs': their mean, range and
-standard deviation across seeds, and the binomial standard error of one run's accuracy on the held-out set.
+standard deviation across seeds, and the binomial standard error of one run's accuracy on the held-out set; and
+what each run learned (final minus step 0), since the step-0 evaluation itself runs in the run's precision.
 
     python bench/bench_precision_parity.py [--runs fp32:0 bf16:0 fp32:1 fp32:2] [--summary-only]
 """
@@ -98,6 +99,12 @@ def final_accuracy(record: dict) -> float:
     return accuracy[max(accuracy, key=int)]
 
 
+def learned(record: dict) -> float:
+    """Held-out accuracy after the last step minus before the first: what training added, whatever the evaluation's
+    own precision shifts at step 0 (verl's validation runs in the run's precision)."""
+    return final_accuracy(record) - record["held_out_accuracy"]["0"]
+
+
 def summary(results_dir: Path) -> dict:
     """The comparison of bf16's final held-out accuracy with the fp32 runs', from the result files."""
     records = [json.loads(p.read_text()) for p in sorted(results_dir.glob("*-seed*.json"))]
@@ -110,6 +117,7 @@ def summary(results_dir: Path) -> dict:
             times = [v for k, v in r["step_seconds"].items() if int(k) > 1]  # step 1 pays warm-up
             out["runs"][f"{precision}-seed{r['seed']}"] = {
                 "held_out_accuracy": r["held_out_accuracy"],
+                "learned": learned(r),
                 "log_prob_diff_max": max(diffs) if diffs else None,
                 "log_prob_diff_median": float(np.median(diffs)) if diffs else None,
                 "median_step_s_after_first": float(np.median(times)) if times else None,
@@ -124,18 +132,28 @@ def summary(results_dir: Path) -> dict:
             "sd_across_seeds": float(fp32.std(ddof=1)) if len(fp32) > 1 else None,
             "binomial_se": math.sqrt(mean * (1 - mean) / problems),
             "runs": len(fp32),
+            "learned_mean": float(np.mean([learned(r) for r in by_precision[FP32]])),
         }
         noise = max(out["fp32_final"]["sd_across_seeds"] or 0.0, out["fp32_final"]["binomial_se"])
         out["bf16_final"] = {
             f"seed{r['seed']}": {
                 "accuracy": final_accuracy(r),
                 "minus_fp32_mean": final_accuracy(r) - mean,
+                "learned": learned(r),
                 "within_2_noise": abs(final_accuracy(r) - mean) <= 2 * noise,
                 "within_fp32_range": float(fp32.min()) <= final_accuracy(r) <= float(fp32.max()),
             }
             for r in by_precision[BF16]
         }
         out["noise"] = {"value": noise, "is": "max(sd across fp32 seeds, binomial standard error)"}
+        bf16 = np.array([final_accuracy(r) for r in by_precision[BF16]])
+        if len(bf16):
+            out["bf16_final_mean"] = {
+                "mean": float(bf16.mean()),
+                "runs": len(bf16),
+                "minus_fp32_mean": float(bf16.mean()) - mean,
+                "learned_mean": float(np.mean([learned(r) for r in by_precision[BF16]])),
+            }
     return out
 
 
