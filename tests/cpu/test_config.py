@@ -144,3 +144,17 @@ def test_the_precision_key_is_ignored_off_cpu():
     config = composed([f"{PRECISION_KEY}=fp8"])
     apply_cpu_defaults(config, [f"{PRECISION_KEY}=fp8"])
     assert config.cpu.precision == "fp8" and config.actor_rollout_ref.rollout.dtype == "bfloat16"
+
+
+def test_bf16_on_a_cpu_without_it_runs_with_a_one_line_warning_and_auto_stays_fp32(monkeypatch, capsys):
+    monkeypatch.setattr("verl_gain.inference.cpu_bf16_instructions", lambda *args: ())  # a CPU without bf16
+    overrides = ["trainer.device=cpu", f"{PRECISION_KEY}=bf16"]
+    config = apply_cpu_defaults(composed(overrides), overrides)
+    assert config.actor_rollout_ref.actor.fsdp_config.mixed_precision == BF16_MIXED_PRECISION  # honoured
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "slower than fp32" in warnings[0] and f"{PRECISION_KEY}=fp32" in warnings[0]
+
+    overrides = ["trainer.device=cpu"]
+    config = apply_cpu_defaults(composed(overrides), overrides)
+    assert config.cpu.precision == "fp32" and config.actor_rollout_ref.rollout.dtype == "float32"
+    assert "warning" not in capsys.readouterr().out

@@ -161,6 +161,16 @@ def test_bf16_scores_are_accumulated_in_fp32_and_stay_near_the_fp32_scores(tiny_
     assert 0 < difference.max() < BF16_KEY_TOLERANCE  # bf16 did run, and moved no score by more than its rounding
 
 
+def test_bf16_scoring_on_a_cpu_without_bf16_warns_in_one_line_with_the_cost(tiny_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("verl_gain.inference.cpu_bf16_instructions", lambda *args: ())  # a CPU without bf16
+    data = _rows(QUESTIONS[:2])
+    score_dataset(data, tiny_dir, tmp_path / "bf16.parquet", ScoreConfig(dtype="bfloat16"), progress=False)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "slower than fp32" in warnings[0] and "--dtype=fp32" in warnings[0]
+    score_dataset(data, tiny_dir, tmp_path / "auto.parquet", ScoreConfig(dtype="auto"), progress=False)
+    assert "warning" not in capsys.readouterr().err  # auto picks fp32 there, silently
+
+
 class Interrupt(Exception):
     pass
 
