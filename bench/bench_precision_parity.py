@@ -11,7 +11,8 @@ never rerun, so the study can be finished over several sessions; ``--summary-onl
 
 The verdict compares bf16's held-out accuracy after the last step with the fp32 runs': their mean, range and
 standard deviation across seeds, and the binomial standard error of one run's accuracy on the held-out set; and
-what each run learned (final minus step 0), since the step-0 evaluation itself runs in the run's precision.
+what each run learned (final minus step 0), since the step-0 evaluation itself runs in the run's precision. While the
+run folders are there, also the order agreement of the trainer's pre-pass (``gain_scores.parquet``) with fp32's.
 
     python bench/bench_precision_parity.py [--runs fp32:0 bf16:0 fp32:1 fp32:2] [--summary-only]
 """
@@ -33,8 +34,10 @@ from verl_gain.cpu.adaptations import LOG_PROB_DIFF_METRIC
 from verl_gain.demo.launcher import read_metrics
 from verl_gain.demo.report import overall_accuracy, validation_accuracy
 from verl_gain.demo.run import DemoSettings, run_training
-from verl_gain.demo.run_folder import DATA_DIR, LOG_FILE, METRICS_FILE
+from verl_gain.demo.run_folder import CHECKPOINTS_DIR, DATA_DIR, LOG_FILE, METRICS_FILE
 from verl_gain.inference import BF16, FP32
+from verl_gain.scoring.report import spearman
+from verl_gain.trainer.curriculum import SCORES_FILE
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results" / "precision_parity"
@@ -105,8 +108,30 @@ def learned(record: dict) -> float:
     return final_accuracy(record) - record["held_out_accuracy"]["0"]
 
 
-def summary(results_dir: Path) -> dict:
-    """The comparison of bf16's final held-out accuracy with the fp32 runs', from the result files."""
+def prepass_order(runs_dir: Path) -> dict | None:
+    """The trainer's GAIN pre-pass (run through verl's actor in the run's precision) against fp32's: Spearman rho of
+    each run's keys with those of the first fp32 run, and the largest key difference. From the run folders (not
+    committed): ``None`` where they are gone."""
+    found = {p.parent.parent.name: p for p in sorted(runs_dir.glob(f"*-seed*/{CHECKPOINTS_DIR}/{SCORES_FILE}"))}
+    reference = next((name for name in found if name.startswith(FP32)), None)
+    if reference is None:
+        return None
+    base = pd.read_parquet(found[reference]).sort_values("index")
+    out: dict = {"against": reference, "prompts": len(base), "runs": {}}
+    for name, path in found.items():
+        scores = pd.read_parquet(path).sort_values("index")
+        if not np.array_equal(scores["index"].to_numpy(), base["index"].to_numpy()):
+            continue  # another task: not comparable
+        out["runs"][name] = {
+            "spearman_key": spearman(base["key"], scores["key"]),
+            "key_abs_diff_max": float(np.abs(base["key"].to_numpy() - scores["key"].to_numpy()).max()),
+        }
+    return out
+
+
+def summary(results_dir: Path, runs_dir: Path = RUNS_DIR) -> dict:
+    """The comparison of bf16's final held-out accuracy with the fp32 runs', from the result files (and the pre-pass
+    order agreement from the run folders, when they are still there)."""
     records = [json.loads(p.read_text()) for p in sorted(results_dir.glob("*-seed*.json"))]
     by_precision = {p: [r for r in records if r["precision_run"] == p] for p in (FP32, BF16)}
     fp32 = np.array([final_accuracy(r) for r in by_precision[FP32]])
@@ -133,6 +158,7 @@ def summary(results_dir: Path) -> dict:
             "binomial_se": math.sqrt(mean * (1 - mean) / problems),
             "runs": len(fp32),
             "learned_mean": float(np.mean([learned(r) for r in by_precision[FP32]])),
+            "step0_mean": float(np.mean([r["held_out_accuracy"]["0"] for r in by_precision[FP32]])),
         }
         noise = max(out["fp32_final"]["sd_across_seeds"] or 0.0, out["fp32_final"]["binomial_se"])
         out["bf16_final"] = {
@@ -153,7 +179,11 @@ def summary(results_dir: Path) -> dict:
                 "runs": len(bf16),
                 "minus_fp32_mean": float(bf16.mean()) - mean,
                 "learned_mean": float(np.mean([learned(r) for r in by_precision[BF16]])),
+                "step0_mean": float(np.mean([r["held_out_accuracy"]["0"] for r in by_precision[BF16]])),
             }
+    order = prepass_order(runs_dir)
+    if order is not None:
+        out["prepass_order"] = order
     return out
 
 
@@ -171,8 +201,10 @@ def main() -> None:
             if precision not in (FP32, BF16) or not seed.isdigit():
                 raise SystemExit(f"--runs takes precision:seed with precision fp32 or bf16, got {spec!r}")
             run_one(precision, int(seed), args.results, args.runs_dir)
-            (args.results / "summary.json").write_text(json.dumps(summary(args.results), indent=1) + "\n")
-    result = summary(args.results)
+            (args.results / "summary.json").write_text(
+                json.dumps(summary(args.results, args.runs_dir), indent=1) + "\n"
+            )
+    result = summary(args.results, args.runs_dir)
     (args.results / "summary.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
 
