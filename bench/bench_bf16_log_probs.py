@@ -49,6 +49,15 @@ def sequence_log_probs(
     return log_probs.gather(1, torch.tensor(response)[:, None])[:, 0]  # [T]
 
 
+def demo_prompts(tokenizer, count: int) -> list[list[int]]:
+    """Token ids of ``count`` held-out prompts of the demo task, chat template applied (what the rollout receives)."""
+    with tempfile.TemporaryDirectory() as folder:
+        _, test_path = arithmetic.write_task(folder, train=1, test=count)
+        messages = pd.read_parquet(test_path)["prompt"]
+    template = {"add_generation_prompt": True, "tokenize": True, "return_dict": True}
+    return [list(tokenizer.apply_chat_template(list(m), **template)["input_ids"]) for m in messages]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=int, default=16, help="held-out prompts of the demo task")
@@ -62,18 +71,7 @@ def main() -> None:
 
     model_dir = str(resolve_model(SMOLLM2_NAME))
     model_config = HFModelConfig(path=model_dir, override_config={"attn_implementation": "sdpa"})
-    with tempfile.TemporaryDirectory() as folder:
-        _, test_path = arithmetic.write_task(folder, train=1, test=args.prompts)
-        messages = pd.read_parquet(test_path)["prompt"]
-    tokenizer = model_config.tokenizer
-    prompts = [
-        list(
-            tokenizer.apply_chat_template(list(m), add_generation_prompt=True, tokenize=True, return_dict=True)[
-                "input_ids"
-            ]
-        )
-        for m in messages
-    ]
+    prompts = demo_prompts(model_config.tokenizer, args.prompts)
     rollout_config = RolloutConfig(
         name="hf", dtype="bfloat16", prompt_length=PROMPT_LENGTH, response_length=args.tokens, load_format="auto"
     )

@@ -60,6 +60,22 @@ def top_overlap(a: np.ndarray, b: np.ndarray, fraction: float = TOP_FRACTION) ->
     return len(set(np.argsort(-a)[:count]) & set(np.argsort(-b)[:count])) / count
 
 
+def segmented_prompts(data: Path, limit: int | None, token_budget: int) -> tuple[Path, list, int]:
+    """SmolLM2's directory, the first ``limit`` prompts of ``data`` segmented as ``verl-gain score`` segments them,
+    and the pad token id."""
+    frame = read_data_file(data)
+    if limit is not None:
+        frame = frame.iloc[:limit].reset_index(drop=True)
+    model_dir = resolve_model(MODEL)
+    tokenizer = load_tokenizer(model_dir)
+    model_type = json.loads((Path(model_dir) / "config.json").read_text()).get("model_type")
+    prepared = prepare_dataset(
+        frame, PromptSegmenter(tokenizer, {}, model_type), ScoreConfig(token_budget=token_budget), None
+    )
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return Path(model_dir), prepared.prompts, pad
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="GSM8K train parquet (verl format)")
@@ -80,16 +96,7 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
-    frame = read_data_file(args.data)
-    if args.prompts is not None:
-        frame = frame.iloc[: args.prompts].reset_index(drop=True)
-    model_dir = resolve_model(MODEL)
-    tokenizer = load_tokenizer(model_dir)
-    config = ScoreConfig(token_budget=args.token_budget)
-    model_type = json.loads((Path(model_dir) / "config.json").read_text()).get("model_type")
-    prepared = prepare_dataset(frame, PromptSegmenter(tokenizer, {}, model_type), config, None)
-    prompts = prepared.prompts
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    model_dir, prompts, pad = segmented_prompts(args.data, args.prompts, args.token_budget)
     models = {name: load_model(model_dir, torch.device("cpu"), dtype) for name, dtype in PRECISIONS.items()}
 
     def score(name: str, members: list[int]) -> np.ndarray:
