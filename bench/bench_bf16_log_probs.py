@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import tempfile
 from pathlib import Path
 
 import pandas as pd
 import torch
+from bench_results import report
 from transformers import AutoModelForCausalLM
 from verl.workers.config import HFModelConfig, RolloutConfig
 
@@ -107,10 +107,7 @@ def main() -> None:
             "prob_abs_diff_max": round(prob_gap.max().item(), 4),
             "prob_abs_diff_mean": round(prob_gap.mean().item(), 4),
         }
-    print(json.dumps(result, indent=1))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"-> {args.out}")
+    report(result, args.out)
 
 
 if __name__ == "__main__":

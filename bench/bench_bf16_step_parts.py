@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import torch
 from bench_bf16_log_probs import demo_prompts  # the demo task's prompts, as the rollout receives them
+from bench_results import report
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from verl_gain.inference import cpu_bf16_instructions, left_padded
@@ -145,10 +145,7 @@ def main() -> None:
         "median_cpu_seconds": {part: {k: round(v, 2) for k, v in by.items()} for part, by in cpu_median.items()},
         "fp32_over_bf16_cpu": {part: round(by["fp32"] / by["bf16"], 2) for part, by in cpu_median.items()},
     }
-    print(json.dumps(result, indent=1))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"-> {args.out}")
+    report(result, args.out)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from bench_results import report
 
 from verl_gain.core.angles import STAT_FIELDS
 from verl_gain.inference import cpu_bf16_instructions
@@ -186,10 +187,7 @@ def main() -> None:
         "top_tenth_overlap": top_overlap(keys["fp32"], keys["bf16"]),
     }
     assert all(math.isfinite(v) for v in result["spearman_paired"].values()), result["spearman_paired"]
-    print(json.dumps(result, indent=1))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"-> {args.out}")
+    report(result, args.out)
 
 
 if __name__ == "__main__":

@@ -21,11 +21,11 @@ Usage: python bench/bench_scoring_settings.py [--prompts 400] [--slices 8] [--th
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
+from bench_results import report
 from bench_scoring_precision import DEFAULT_DATA, segmented_prompts  # same prompts as the precision bench
 
 from verl_gain.inference import DTYPES, cpu_bf16_instructions
@@ -139,10 +139,7 @@ def main() -> None:
             "bf16": profile_shares(load_model(model_dir, torch.device("cpu"), torch.bfloat16), prompts, pad, budget),
             "fp32": profile_shares(load_model(model_dir, torch.device("cpu"), torch.float32), prompts, pad, budget),
         }
-    print(json.dumps(result, indent=1))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"-> {args.out}")
+    report(result, args.out)
 
 
 if __name__ == "__main__":
