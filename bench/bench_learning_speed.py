@@ -42,11 +42,15 @@ from verl_gain.demo.launcher import read_metrics
 from verl_gain.demo.report import overall_accuracy, validation_accuracy
 from verl_gain.demo.run import DemoSettings, run_training
 from verl_gain.demo.run_folder import DATA_DIR, METRICS_FILE
+from verl_gain.inference import FP32
 from verl_gain.model_sources import SMOLLM2_NAME
 from verl_gain.tasks import arithmetic
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results" / "learning_speed"
+STUDY_PRECISION = FP32
+"""The study's runs predate ``cpu.precision`` and ran in fp32: new runs stay fp32 (not ``auto``, which is bf16 on a
+CPU with bf16 instructions) so that they pair with the stored ones."""
 PLOT_PATH = REPO / "docs" / "results" / "learning_speed.png"
 RUNS_DIR = REPO / "runs" / "learning_speed"
 
@@ -163,6 +167,7 @@ def run_one(design: StudyDesign, arm: str, seed: int, results_dir: Path, runs_di
         seed=seed,
         task_seed=design.task_seed,
         gain=gain,
+        precision=STUDY_PRECISION,
         timeout_s=4 * 3600.0,
     )
     print(f"[study] {arm} seed {seed}: {design.steps} steps -> {run_dir}", flush=True)

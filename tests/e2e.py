@@ -93,8 +93,12 @@ def base_overrides(
     prompt_length: int = 64,
     learning_rate: float = 1e-3,
     use_v1: bool = True,
+    precision: str = "fp32",
 ) -> list[str]:
     """Overrides for a fast CPU GRPO run of verl's trainer: reference model with KL loss, ``workers`` FSDP ranks.
+
+    ``precision`` is the CPU backend's ``cpu.precision``: fp32 by default, whose exactness the tests check (rollout and
+    actor log-probs to ~1e-6), whatever ``auto`` would pick on the machine.
 
     Micro-batches divide the per-rank batch (``prompts_per_step * rollouts_per_prompt / workers`` rows). The large
     learning rate makes one update move the tiny model's log-probs visibly.
@@ -103,6 +107,7 @@ def base_overrides(
     micro_batch = max(1, rows_per_rank // 2)
     return [
         "trainer.device=cpu",
+        f"cpu.precision={precision}",
         f"trainer.use_v1={str(use_v1).lower()}",
         f"trainer.n_gpus_per_node={workers}",
         f"trainer.total_training_steps={total_steps}",

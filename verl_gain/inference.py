@@ -1,6 +1,8 @@
 """Plain Hugging Face inference pieces shared by the scorer, the evaluator and the CPU rollout server.
 
 - ``resolve_device`` / ``resolve_dtype``: a device and dtype named on a command line or in a config.
+- ``cpu_bf16_instructions`` / ``resolve_cpu_precision``: whether this CPU multiplies bf16 matrices natively, and the
+  precision (``bf16`` or ``fp32``) that ``auto`` or a named precision means on it.
 - ``pad_rows`` / ``left_padded``: token sequences as one padded ``[B, W]`` batch (``generate`` wants left padding).
 - ``cut_at_end``: a generated sequence up to and including its first end-of-sequence token (what vLLM returns).
 - ``check_model_weights`` / ``load_causal_lm``: a model folder whose weight files are complete, loaded with a one-line
@@ -13,6 +15,7 @@ import json
 import os
 import struct
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,23 @@ DTYPES: dict[str, torch.dtype] = {
 }
 """dtype names accepted wherever a dtype is named (verl's configs use both spellings)."""
 AUTO = "auto"
+BF16 = "bf16"
+FP32 = "fp32"
+PRECISIONS = (AUTO, BF16, FP32)
+"""Precisions of a CPU run (``cpu.precision``); ``bfloat16``/``float32`` are accepted as their aliases."""
+PRECISION_ALIASES = {"bfloat16": BF16, "float32": FP32}
+PRECISION_DTYPES = {BF16: torch.bfloat16, FP32: torch.float32}
+CPUINFO_PATH = Path("/proc/cpuinfo")
+X86_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+"""x86 ``/proc/cpuinfo`` flags of native bf16 matrix products: AMX tiles (Intel Sapphire Rapids and later) and the
+AVX-512 BF16 dot-product instructions (Intel Cooper Lake and later, AMD Zen 4 and later). oneDNN, which runs torch's
+bf16 matrix products on a CPU, uses them when present and otherwise converts bf16 to fp32 inside each product."""
+ARM_BF16_FEATURE = "bf16"
+"""The Arm ``Features`` entry of the BF16 extension (BFDOT/BFMMLA; Neoverse V1, Graviton 3 and later)."""
+SLOWDOWN_WITHOUT_BF16 = "2.5x (AVX-512 without BF16) to 40x (AVX2)"
+"""How much slower a bf16 matrix product runs than fp32 on a CPU without bf16 instructions: measured with torch 2.13
+on this project's machine with oneDNN held to those instruction sets (``ONEDNN_MAX_CPU_ISA=AVX512_CORE`` /
+``AVX2``; 512x576 @ 576x1536, one thread: 37 and 2 GFLOP/s against 90 in fp32; docs/cpu.md)."""
 
 
 SAFETENSORS_HEADER_LENGTH_BYTES = 8
@@ -105,12 +125,85 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def cpu_bf16_instructions(cpuinfo_path: Path = CPUINFO_PATH) -> tuple[str, ...]:
+    """The native bf16 instruction sets this CPU reports (``amx_bf16``, ``avx512_bf16``, Arm ``bf16``); empty if none.
+
+    Read from ``/proc/cpuinfo`` (x86 ``flags``, Arm ``Features``): where it cannot be read (macOS, Windows) the CPU
+    counts as without bf16, so ``auto`` stays fp32 there.
+    """
+    try:
+        text = Path(cpuinfo_path).read_text()
+    except OSError:
+        return ()
+    reported: set[str] = set()
+    for line in text.splitlines():
+        field, _, value = line.partition(":")
+        if field.strip().lower() in ("flags", "features"):
+            reported.update(value.split())
+    return tuple(flag for flag in (*X86_BF16_FLAGS, ARM_BF16_FEATURE) if flag in reported)
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """What a requested CPU precision means on this machine.
+
+    Attributes:
+        precision: ``bf16`` or ``fp32``.
+        requested: the name asked for (``auto``, ``bf16``, ``fp32`` or an alias).
+        reason: why, in words (for logs).
+        warning: one line when the choice is slow here (bf16 without bf16 instructions), else ``None``.
+    """
+
+    precision: str
+    requested: str
+    reason: str
+    warning: str | None = None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return PRECISION_DTYPES[self.precision]
+
+
+def resolve_cpu_precision(name: str, setting: str = "precision", cpuinfo_path: Path = CPUINFO_PATH) -> PrecisionChoice:
+    """``auto`` (bf16 where the CPU has bf16 instructions, else fp32), ``bf16`` or ``fp32`` (aliases in
+    ``PRECISION_ALIASES``).
+
+    bf16 named on a CPU without bf16 instructions is honoured with a warning that says what it costs (the numerics
+    are the same, only slower: useful to reproduce a bf16 run elsewhere).
+
+    Args:
+        name: the requested precision.
+        setting: how the caller names the option (``cpu.precision``, ``--dtype``), for messages.
+        cpuinfo_path: the CPU description to read (tests pass their own).
+
+    Raises:
+        InferenceSettingError: an unknown name (one line listing the valid ones).
+    """
+    requested = str(name).strip().lower()
+    precision = PRECISION_ALIASES.get(requested, requested)
+    if precision not in PRECISIONS:
+        raise InferenceSettingError(f"{setting} must be one of {', '.join(PRECISIONS)}, got {name!r}")
+    found = cpu_bf16_instructions(cpuinfo_path)
+    if precision == AUTO:
+        if found:
+            return PrecisionChoice(BF16, requested, f"auto: this CPU has native bf16 ({', '.join(found)})")
+        return PrecisionChoice(FP32, requested, "auto: this CPU has no native bf16 (no amx_bf16/avx512_bf16/bf16 flag)")
+    if precision == BF16 and not found:
+        warning = (
+            f"{setting}={name} on a CPU without bf16 instructions (no amx_bf16, avx512_bf16 or Arm bf16 flag): bf16 "
+            f"matrix products run {SLOWDOWN_WITHOUT_BF16} slower than fp32 here; use {setting}=fp32 (or auto)"
+        )
+        return PrecisionChoice(BF16, requested, "requested", warning)
+    return PrecisionChoice(precision, requested, "requested")
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``auto`` (bfloat16 on a GPU that supports it, else float32) or a name in ``DTYPES``."""
+    """``auto`` (bfloat16 on a GPU that supports it or a CPU with bf16 instructions, else float32) or a name in
+    ``DTYPES``."""
     if name == AUTO:
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        return resolve_cpu_precision(AUTO).dtype
     if name not in DTYPES:
         raise InferenceSettingError(f"dtype must be auto or one of {', '.join(DTYPES)}, got {name!r}")
     return DTYPES[name]

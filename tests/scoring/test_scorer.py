@@ -34,6 +34,9 @@ QUESTIONS = [
     "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. How much?",
 ]
 TOLERANCE = 1e-5
+BF16_KEY_TOLERANCE = 4e-3
+"""|key_bf16 - key_fp32| allowed: bf16 keeps 8 significant bits, so each hidden-state component is off by up to 2^-9
+relative (2e-3), and a mean cosine over many token pairs (accumulated in fp32) by less; observed 7e-4 here."""
 
 
 def _rows(questions):
@@ -148,13 +151,33 @@ def test_the_fingerprint_depends_on_the_model(tiny_dir, tmp_path):
     assert score_dataset(data, moved, tmp_path / "a.parquet", progress=False).chunks_computed == 0
 
 
+def test_bf16_scores_are_accumulated_in_fp32_and_stay_near_the_fp32_scores(tiny_dir, tmp_path):
+    data = _rows(QUESTIONS)
+    fp32 = score_dataset(data, tiny_dir, tmp_path / "fp32.parquet", ScoreConfig(dtype="float32"), progress=False)
+    bf16 = score_dataset(data, tiny_dir, tmp_path / "bf16.parquet", ScoreConfig(dtype="bfloat16"), progress=False)
+    assert (fp32.fingerprint["config"]["dtype"], bf16.fingerprint["config"]["dtype"]) == ("float32", "bfloat16")
+    assert bf16.scores["key"].dtype == np.float64
+    difference = (bf16.scores[["intra", "inter", "key"]] - fp32.scores[["intra", "inter", "key"]]).abs().to_numpy()
+    assert 0 < difference.max() < BF16_KEY_TOLERANCE  # bf16 did run, and moved no score by more than its rounding
+
+
+def test_bf16_scoring_on_a_cpu_without_bf16_warns_in_one_line_with_the_cost(tiny_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("verl_gain.inference.cpu_bf16_instructions", lambda *args: ())  # a CPU without bf16
+    data = _rows(QUESTIONS[:2])
+    score_dataset(data, tiny_dir, tmp_path / "bf16.parquet", ScoreConfig(dtype="bfloat16"), progress=False)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "slower than fp32" in warnings[0] and "--dtype=fp32" in warnings[0]
+    score_dataset(data, tiny_dir, tmp_path / "auto.parquet", ScoreConfig(dtype="auto"), progress=False)
+    assert "warning" not in capsys.readouterr().err  # auto picks fp32 there, silently
+
+
 class Interrupt(Exception):
     pass
 
 
 def test_an_interrupted_run_resumes_without_recomputing_finished_chunks(tiny_dir, tmp_path):
     data = _rows(QUESTIONS)  # 7 prompts, chunks of 2 -> 4 chunks; token budget 1 -> one forward per prompt
-    config = ScoreConfig(token_budget=1, chunk_size=2)
+    config = ScoreConfig(token_budget=1, chunk_size=2, dtype="float32")  # the dtype of the model loaded below
     out = tmp_path / "scores.parquet"
     reference = score_dataset(data, tiny_dir, tmp_path / "reference.parquet", config, progress=False).scores
 

@@ -64,7 +64,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--chunk-size", type=positive_int, default=DEFAULT_CHUNK_SIZE, help="prompts per resumable chunk"
     )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    parser.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16 (default: auto)")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        help="auto | float32 | bfloat16 | float16 (default: auto = bfloat16 on a GPU or on a CPU with bf16 "
+        "instructions, else float32; the statistics are accumulated in fp32 either way)",
+    )
     parser.add_argument(
         "--no-early-exit", action="store_true", help="run the full forward pass instead of stopping at the capture"
     )

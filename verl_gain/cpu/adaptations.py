@@ -24,12 +24,24 @@ from types import ModuleType
 
 from verl_gain.cpu.environment import HF_ROLLOUT_NAME, WITHOUT_MEGATRON_ENV
 from verl_gain.cpu.import_hooks import block_package, when_imported
+from verl_gain.inference import BF16, FP32
 from verl_gain.verl_version import TESTED_VERL, check_verl_version, installed_verl_version
 
 HF_ROLLOUT_MODE = "async"
 HF_ROLLOUT_ADAPTER = "verl_gain.cpu.rollout.HFRolloutAdapter"
+PRECISION_KEY = "cpu.precision"
+"""The CPU backend's precision (``auto``, ``bf16``, ``fp32``): ``verl_gain.cpu.config.apply_cpu_defaults`` resolves it
+(``verl_gain.inference.resolve_cpu_precision``) and writes the result back, and the precision entries below derive
+the defaults of verl's own keys from it."""
 FP32_MIXED_PRECISION = {"param_dtype": "fp32", "reduce_dtype": "fp32", "buffer_dtype": "fp32"}
 """FSDP mixed-precision setting that keeps parameters, gradient reduction and buffers in fp32 (and skips autocast)."""
+BF16_MIXED_PRECISION = {"param_dtype": "bf16", "reduce_dtype": "fp32", "buffer_dtype": "fp32"}
+"""verl's own default (``workers/engine/fsdp/transformer_impl.py:397``, what it runs on GPUs): FSDP2 casts the fp32
+master weights (``fsdp_config.model_dtype=fp32``) to bf16 for each forward and backward under bf16 autocast, reduces
+gradients in fp32 and keeps buffers and the optimizer state in fp32."""
+MIXED_PRECISION = {FP32: FP32_MIXED_PRECISION, BF16: BF16_MIXED_PRECISION}
+ROLLOUT_DTYPES = {FP32: "float32", BF16: "bfloat16"}
+"""``rollout.dtype`` per precision: the hf server holds its weights in it (as vLLM does on a GPU)."""
 LOGICAL_CPUS = 64
 """Ray CPUs declared for a CPU run: logical slots for actors, not threads (verl's own CPU tests declare 100)."""
 LOG_PROB_DIFF_METRIC = "training/rollout_actor_log_prob_abs_diff_max"
@@ -433,16 +445,16 @@ CONFIG_ADAPTATIONS: tuple[ConfigAdaptation, ...] = (
     ),
     ConfigAdaptation(
         key="actor_rollout_ref.actor.fsdp_config.mixed_precision",
-        value=FP32_MIXED_PRECISION,
-        why="without it FSDP keeps bf16 params under bf16 autocast, which moves log-probs by ~2e-2; fp32 keeps "
-        "actor and rollout log-probs within ~1e-6",
+        value=lambda config: MIXED_PRECISION[config.cpu.precision],
+        why=f"follows {PRECISION_KEY}: fp32 keeps actor and rollout log-probs within ~1e-6; bf16 is verl's GPU "
+        "default (bf16 compute, fp32 master weights and reductions), ~2x faster on a CPU with bf16 instructions",
         verl_location="workers/engine/fsdp/transformer_impl.py:397",
         location_text="param_dtype = torch.bfloat16",
-        removal="never (a precision choice; bf16 matmuls are slow on most CPUs anyway)",
+        removal="never (a precision choice: verl's default bf16 is slow on a CPU without bf16 instructions)",
     ),
     ConfigAdaptation(
         key="actor_rollout_ref.ref.fsdp_config.mixed_precision",
-        value=FP32_MIXED_PRECISION,
+        value=lambda config: MIXED_PRECISION[config.cpu.precision],
         why="as actor.fsdp_config.mixed_precision, for the reference model (KL term)",
         verl_location="workers/engine/fsdp/transformer_impl.py:397",
         location_text="param_dtype = torch.bfloat16",
@@ -450,8 +462,8 @@ CONFIG_ADAPTATIONS: tuple[ConfigAdaptation, ...] = (
     ),
     ConfigAdaptation(
         key="actor_rollout_ref.rollout.dtype",
-        value="float32",
-        why="the HF rollout server loads its model in this dtype; fp32 matches the actor",
+        value=lambda config: ROLLOUT_DTYPES[config.cpu.precision],
+        why=f"follows {PRECISION_KEY}: the hf server's weights, in the actor's compute precision",
         verl_location="workers/config/rollout.py:184",
         location_text='dtype: str = "bfloat16"',
         removal="as above",

@@ -2,11 +2,15 @@
 
 Two kinds of values (both skipped for keys the user set on the command line):
 
-- ``CONFIG_ADAPTATIONS`` (``verl_gain.cpu.adaptations``): what the trainer needs on CPU (sdpa attention, fp32, no
-  torch.compile, FSDP2, the hf rollout, logical GPUs and CPUs for Ray). A user value that cannot work on CPU
-  (flash-attention, a GPU rollout, Megatron) is refused with a one-line message.
+- ``CONFIG_ADAPTATIONS`` (``verl_gain.cpu.adaptations``): what the trainer needs on CPU (sdpa attention, the
+  precision, no torch.compile, FSDP2, the hf rollout, logical GPUs and CPUs for Ray). A user value that cannot work on
+  CPU (flash-attention, a GPU rollout, Megatron, an unknown precision) is refused with a one-line message.
 - ``CPU_FRIENDLY_DEFAULTS``: sizes that suit a laptop or CI runner (two trainer workers, one agent-loop worker, one
   reward worker, no dataloader subprocesses, console logging).
+
+The precision: ``cpu.precision`` (``auto``, ``bf16``, ``fp32``) is resolved first (``auto``: bf16 where the CPU has
+bf16 instructions, else fp32) and written back, and verl's own keys follow it (actor and reference
+``fsdp_config.mixed_precision``, ``rollout.dtype``) unless they are given on the command line.
 
 The CPU environment (``VERL_PLATFORM``, ``VERL_USE_EXTERNAL_MODULES``, ``VERL_GAIN_CPU_WITHOUT_MEGATRON``;
 ``verl_gain/cpu/environment.py``) is added to the Ray job's runtime env so that every actor of the run, the caller's
@@ -20,8 +24,9 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from verl_gain.cpu.adaptations import CONFIG_ADAPTATIONS
+from verl_gain.cpu.adaptations import CONFIG_ADAPTATIONS, PRECISION_KEY
 from verl_gain.cpu.environment import EXTERNAL_MODULES_ENV, HF_ROLLOUT_NAME, WITHOUT_MEGATRON_ENV, worker_env_vars
+from verl_gain.inference import AUTO, InferenceSettingError, PrecisionChoice, resolve_cpu_precision
 
 CPU_DEVICE = "cpu"
 DEFAULT_CPU_WORKERS = 2
@@ -82,6 +87,23 @@ def _set(config: DictConfig, key: str, value: object) -> None:
         OmegaConf.update(config, key, value, merge=False, force_add=True)
 
 
+def resolve_precision(config: DictConfig) -> PrecisionChoice:
+    """Resolve ``cpu.precision`` (default ``auto``) on this machine and write the result (``bf16`` or ``fp32``) back.
+
+    The driver decides for every worker: a CPU run's workers share the driver's node (a cluster of unlike CPUs should
+    name the precision).
+
+    Raises:
+        CPUConfigError: an unknown precision name.
+    """
+    try:
+        choice = resolve_cpu_precision(OmegaConf.select(config, PRECISION_KEY, default=AUTO), setting=PRECISION_KEY)
+    except InferenceSettingError as err:
+        raise CPUConfigError(str(err)) from None
+    _set(config, PRECISION_KEY, choice.precision)
+    return choice
+
+
 def validate_cpu_config(config: DictConfig) -> None:
     """Refuse, with a one-line fix, values that cannot run on the CPU backend."""
     rollout = OmegaConf.select(config, "actor_rollout_ref.rollout.name")
@@ -119,6 +141,10 @@ def apply_cpu_defaults(config: DictConfig, user_overrides: Iterable[str] = ()) -
     """
     if not is_cpu_run(config):
         return config
+    choice = resolve_precision(config)
+    print(f"[verl-gain] CPU backend precision: {choice.precision} ({choice.reason})", flush=True)
+    if choice.warning:
+        print(f"[verl-gain] warning: {choice.warning}", flush=True)
     user_keys = override_keys(user_overrides)
     for default in CPU_FRIENDLY_DEFAULTS:
         if default.key not in user_keys:

@@ -123,6 +123,24 @@ def server_name(replica_rank: int, name_suffix: str = "", role: str = "") -> str
     return f"{HF_ROLLOUT_NAME}_server_{role_part}{replica_rank}{name_suffix}"
 
 
+def rollout_dtype(config: RolloutConfig) -> torch.dtype:
+    """The dtype the server holds its weights in (``rollout.dtype``; on CPU it follows ``cpu.precision``).
+
+    The adapter casts the trainer's (fp32 master) weights to it before sending, so the server's bit-for-bit check
+    compares what it holds with what the trainer meant it to hold.
+    """
+    name = str(config.dtype)
+    if name not in DTYPES:
+        raise ValueError(f"actor_rollout_ref.rollout.dtype={name!r} is not one of {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+def as_rollout_tensor(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A trainer tensor as the server holds it: on the host, floating-point values in ``dtype``."""
+    tensor = tensor.detach()
+    return tensor.to("cpu", dtype=dtype) if tensor.is_floating_point() else tensor.to("cpu")
+
+
 def rollout_world_size(config: RolloutConfig) -> int:
     """Trainer workers per replica (verl's tensor x data x pipeline parallel sizes of the rollout)."""
     return config.tensor_model_parallel_size * config.data_parallel_size * config.pipeline_model_parallel_size
@@ -233,10 +251,7 @@ class HFRolloutServer:
         return sorted(ids)
 
     def _load_model(self) -> torch.nn.Module:
-        dtype_name = str(self.config.dtype)
-        if dtype_name not in DTYPES:
-            raise ValueError(f"actor_rollout_ref.rollout.dtype={dtype_name!r} is not one of {sorted(DTYPES)}")
-        dtype = DTYPES[dtype_name]
+        dtype = rollout_dtype(self.config)
         hf_config = self.model_config.hf_config
         if self.config.load_format == DUMMY_LOAD_FORMAT:
             # Random weights: the trainer's first weight sync (before any generation) replaces every parameter.
@@ -571,14 +586,15 @@ class HFRolloutAdapter(BaseRollout):
                 "the hf rollout backend syncs merged weights only: set actor_rollout_ref.model.lora.merge=True"
             )
         state: dict[str, torch.Tensor] = {}
+        dtype = rollout_dtype(self.config)
         if hasattr(weights, "__aiter__"):
             async for name, tensor in weights:
                 if self.is_sender:
-                    state[name] = tensor.detach().to("cpu")
+                    state[name] = as_rollout_tensor(tensor, dtype)
         else:
             for name, tensor in weights:
                 if self.is_sender:
-                    state[name] = tensor.detach().to("cpu")
+                    state[name] = as_rollout_tensor(tensor, dtype)
         if not self.is_sender:
             return
         digests = (

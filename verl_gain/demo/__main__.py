@@ -1,6 +1,7 @@
 """``make demo``: verl's GRPO trainer with GAIN sampling trains a real model on this machine, with a report.
 
     python -m verl_gain.demo [--out runs/demo] [--steps 10] [--sampling gain|uniform] [--model smollm2-135m-instruct]
+                             [--precision auto|bf16|fp32]
 
 SmolLM2-135M-Instruct (bundled), the embedded arithmetic task, ``python -m verl_gain.main gain.enable=True
 trainer.device=cpu ...`` (verl's V1 GRPO trainer on the CPU backend, held-out accuracy from verl's validation), then
@@ -17,6 +18,7 @@ from pathlib import Path
 from verl_gain.demo.report import write_report
 from verl_gain.demo.run import EXPECTED_MINUTES, DemoSettings, run_training
 from verl_gain.demo.run_folder import LOG_FILE
+from verl_gain.inference import PRECISIONS
 from verl_gain.model_sources import SMOLLM2_NAME
 
 
@@ -31,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-size", type=int, default=DemoSettings.test_size)
     parser.add_argument("--prompts-per-step", type=int, default=DemoSettings.prompts_per_step)
     parser.add_argument("--test-freq", type=int, default=DemoSettings.test_freq)
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=DemoSettings.precision,
+        help="the CPU backend's precision (default auto: bf16 where the CPU has bf16 instructions, else fp32)",
+    )
     args = parser.parse_args(argv)
     settings = DemoSettings(
         out_dir=args.out,
@@ -42,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         test_size=args.test_size,
         prompts_per_step=args.prompts_per_step,
         test_freq=args.test_freq,
+        precision=args.precision,
     )
     print(
         f"[verl-gain demo] verl GRPO + {settings.sampling} sampling, {settings.steps} steps of "

@@ -27,6 +27,7 @@ from verl_gain.core.controller import PAPER_ALPHA, PAPER_BETA
 from verl_gain.core.planner import crossing_n_fraction
 from verl_gain.demo.launcher import RunResult, run_main
 from verl_gain.demo.run_folder import CHECKPOINTS_DIR, DATA_DIR, LOG_FILE, METRICS_FILE, SETTINGS_FILE, clear_run
+from verl_gain.inference import AUTO, PRECISIONS
 from verl_gain.model_sources import SMOLLM2_NAME, resolve_model
 from verl_gain.tasks import arithmetic
 
@@ -75,6 +76,8 @@ class DemoSettings:
         test_freq: held-out evaluation every this many steps (always before the first and after the last step).
         seed: task, sampler and curriculum seed.
         workers: trainer workers (FSDP data-parallel ranks on the CPU backend).
+        precision: the CPU backend's ``cpu.precision`` (``auto``: bf16 where the CPU has bf16 instructions, else
+            fp32; docs/cpu.md).
         gain: ``gain.*`` overrides (window and update parameters) for ``sampling=gain``, on top of
             ``demo_window(steps)``.
         task_seed: seed of the generated task (the same task across benchmark seeds).
@@ -95,12 +98,15 @@ class DemoSettings:
     test_freq: int | None = 5
     seed: int = 0
     workers: int = 2
+    precision: str = AUTO
     gain: dict[str, Any] = field(default_factory=dict)
     task_seed: int = arithmetic.DEFAULT_SEED
     timeout_s: float = 3600.0
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir).absolute()  # the trainer runs with the run folder as its working dir
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.sampling not in ("gain", "uniform"):
             raise ValueError(f"sampling must be gain or uniform, got {self.sampling!r}")
         if self.steps < 1 or self.prompts_per_step < 1 or self.rollouts < 2:
@@ -127,6 +133,7 @@ def trainer_overrides(settings: DemoSettings, model_dir: Path, train: Path, test
     test_freq = settings.test_freq or settings.steps
     overrides = [
         "trainer.device=cpu",
+        f"cpu.precision={settings.precision}",
         f"trainer.n_gpus_per_node={settings.workers}",
         f"trainer.total_training_steps={settings.steps}",
         "trainer.total_epochs=1000",

@@ -42,7 +42,8 @@ class EvalConfig:
     temperature: 0 means greedy decoding (then ``n_samples`` must be 1); > 0 samples with ``top_p``.
     limit: evaluate only the first N problems of each benchmark (None: all).
     device: ``auto`` (cuda when available), ``cpu`` or ``cuda``.
-    dtype: ``auto`` (bfloat16 on cuda, float32 on cpu), ``float32``, ``bfloat16`` or ``float16``.
+    dtype: ``auto`` (bfloat16 on cuda or on a CPU with bf16 instructions, else float32), ``float32``, ``bfloat16``
+        or ``float16``.
     score_workers: threads running code sandboxes in parallel (math is scored in the calling thread).
     seed: sampling seed.
     cpu_threads: torch's CPU threads (None: torch's default). On a busy machine 1 can be many times faster: idle

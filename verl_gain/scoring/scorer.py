@@ -28,6 +28,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -53,6 +54,7 @@ from verl_gain.inference import (
     check_model_weights,
     load_causal_lm,
     pad_rows,
+    resolve_cpu_precision,
     resolve_device,
     resolve_dtype,
 )
@@ -101,7 +103,8 @@ class ScoreConfig:
         layout: ``right`` | ``left`` | ``packed`` (see ``LAYOUTS``).
         chunk_size: prompts per resumable chunk file.
         device: ``auto`` (cuda when available) | ``cpu`` | ``cuda`` | ``cuda:N``.
-        dtype: ``auto`` (bfloat16 on cuda, float32 on cpu) | ``float32`` | ``bfloat16`` | ``float16``.
+        dtype: ``auto`` (bfloat16 on a GPU or a CPU with bf16 instructions, else float32) | ``float32`` |
+            ``bfloat16`` | ``float16``. The statistics are accumulated in fp32 whatever the model's dtype.
         early_exit: stop each forward at the capture point (skips later layers and the LM head).
     """
 
@@ -465,6 +468,10 @@ def score_dataset(
         dtype = resolve_dtype(config.dtype, device) if loaded is None else next(loaded[0].parameters()).dtype
     except InferenceSettingError as err:
         raise ScoringInputError(str(err)) from None
+    if loaded is None and device.type == "cpu" and dtype == torch.bfloat16:
+        warning = resolve_cpu_precision(config.dtype, setting="--dtype").warning if config.dtype != "auto" else None
+        if warning:
+            print(f"verl-gain score: warning: {warning}", file=sys.stderr, flush=True)
     net = loaded[0] if loaded else load_model(model_dir, device, dtype)
     point = resolve_capture_point(net, config.capture)
     fingerprint = {
