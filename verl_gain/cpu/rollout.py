@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import os
+import random
 import threading
 import time
 import zlib
@@ -44,6 +46,7 @@ from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutMode, RolloutReplica, TokenOutput
 
 from verl_gain.cpu.environment import HF_ROLLOUT_NAME, worker_env_vars
+from verl_gain.cpu.sampling import SEED_BITS, SEED_PARAM, SamplingKey, request_generator, sample_next_tokens
 from verl_gain.inference import DTYPES, cut_at_end, left_padded
 
 logger = logging.getLogger(__name__)
@@ -128,47 +131,35 @@ def rollout_world_size(config: RolloutConfig) -> int:
     return config.tensor_model_parallel_size * config.data_parallel_size * config.pipeline_model_parallel_size
 
 
-class ChosenTokenLogProbs(LogitsProcessor):
-    """Records log softmax(z / T)[y_t] of each sampled token y_t, keeping one step of log-probs in memory.
+class SeededSampler(LogitsProcessor):
+    """Chooses every row's next token itself (``sample_next_tokens``, one generator per request) and records its
+    log-prob; ``generate`` runs greedy and takes the one token left at a finite score.
 
-    ``generate`` calls a logits processor once per step with the sequences so far; the token chosen at step t shows
-    up as the last column at step t+1, so the log-probs of step t are kept until then (and the last step's are
-    gathered by ``finish``). Placed in ``logits_processor``, it runs before the temperature/top-k/top-p warpers and
-    sees the model's logits.
+    With no sampling options in the generation config it is the only logits processor, and sees the model's logits.
     """
 
-    def __init__(self, temperature: float):
-        self.temperature = temperature
-        self._previous: torch.Tensor | None = None  # [B, V] log-probs of the last step
-        self._chosen: list[torch.Tensor] = []  # T x [B]
+    def __init__(self, key: SamplingKey, generators: list[torch.Generator], pad_widths: list[int]):
+        self.key = key
+        self.generators = generators
+        self.pad_widths = pad_widths  # left padding of each row: not tokens the repetition penalty may count
+        self._log_probs: list[torch.Tensor] = []  # T x [B]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self._previous is not None:
-            self._chosen.append(self._previous.gather(1, input_ids[:, -1:]).squeeze(1))  # [B]
-        self._previous = torch.log_softmax(scores.float() / self.temperature, dim=-1)  # [B, V]
-        return scores
+        seen = None
+        if self.key.repetition_penalty != 1.0:
+            seen = input_ids.clone()  # [B, P + t]
+            for row, width in enumerate(self.pad_widths):
+                seen[row, :width] = seen[row, width]  # pads become a copy of a real token (penalised once anyway)
+        tokens, log_probs = sample_next_tokens(scores, self.key, self.generators, seen)  # [B], [B]
+        self._log_probs.append(log_probs)
+        forced = torch.full_like(scores, float("-inf"))  # [B, V]
+        return forced.scatter_(1, tokens.unsqueeze(1), 0.0)
 
-    def finish(self, new_tokens: torch.Tensor) -> torch.Tensor:
+    def log_probs(self, new_tokens: torch.Tensor) -> torch.Tensor:
         """Log-probs [B, T] of ``new_tokens`` [B, T] (the generated part of the sequences)."""
-        if self._previous is not None:
-            self._chosen.append(self._previous.gather(1, new_tokens[:, -1:]).squeeze(1))  # [B]
-            self._previous = None
-        if not self._chosen:
+        if not self._log_probs:
             return torch.zeros(new_tokens.shape, dtype=torch.float32)
-        return torch.stack(self._chosen, dim=1)  # [B, T]
-
-
-@dataclass(frozen=True)
-class SamplingKey:
-    """Sampling parameters that must be equal for requests to share a ``generate`` call."""
-
-    do_sample: bool
-    temperature: float
-    top_p: float
-    top_k: int
-    repetition_penalty: float
-    ignore_eos: bool
-    want_log_probs: bool
+        return torch.stack(self._log_probs, dim=1)[:, : new_tokens.shape[1]]  # [B, T]
 
 
 @dataclass
@@ -176,6 +167,7 @@ class _Request:
     prompt_ids: list[int]
     max_tokens: int
     key: SamplingKey
+    seed: int  # the request's seed (``sampling.SEED_PARAM``), or one drawn by the server
     future: asyncio.Future = field(repr=False)
 
 
@@ -196,7 +188,10 @@ class HFRolloutServer:
         self.replica_rank = replica_rank
         if self.options.num_threads is not None:
             torch.set_num_threads(self.options.num_threads)
-        torch.manual_seed(self.config.seed + replica_rank)
+        torch.manual_seed(self.config.seed + replica_rank)  # the random weights of load_format=dummy
+        # Seeds of requests that come without one (verl's agent loop sends one, see ``sampling.request_seed``):
+        # reproducible only as far as the order in which such requests arrive.
+        self._unseeded = random.Random(self.config.seed + replica_rank)
 
         tokenizer = self.model_config.tokenizer
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -283,6 +278,15 @@ class HFRolloutServer:
             want_log_probs=bool(sampling_params.get("logprobs", False)),
         )
 
+    def _request_seed(self, sampling_params: dict[str, Any]) -> int:
+        seed = sampling_params.get(SEED_PARAM)
+        if seed is None:
+            return self._unseeded.getrandbits(SEED_BITS)
+        try:
+            return operator.index(seed) % (1 << SEED_BITS)
+        except TypeError:
+            raise ValueError(f"sampling_params[{SEED_PARAM!r}] must be an integer, got {seed!r}") from None
+
     async def generate(
         self,
         prompt_ids: list[int],
@@ -304,6 +308,7 @@ class HFRolloutServer:
             prompt_ids=prompt_ids,
             max_tokens=self._max_tokens(prompt_ids, sampling_params),
             key=self._sampling_key(sampling_params),
+            seed=self._request_seed(sampling_params),
             future=asyncio.get_running_loop().create_future(),
         )
         self._queue.append(request)
@@ -363,15 +368,15 @@ class HFRolloutServer:
         input_ids, attention_mask = left_padded([request.prompt_ids for request in batch], self.pad_token_id)  # [B, P]
         prompt_width = input_ids.shape[1]
         max_tokens = max(request.max_tokens for request in batch)
-        temperature = key.temperature if key.do_sample else 1.0
-        recorder = ChosenTokenLogProbs(temperature=temperature)
+        sampler = SeededSampler(
+            key,
+            generators=[request_generator(request.seed, request.prompt_ids) for request in batch],
+            pad_widths=[prompt_width - len(request.prompt_ids) for request in batch],
+        )
+        # Greedy over the sampler's one finite score per row: the sampler does temperature, top-k/p, the penalty.
         generation_config = GenerationConfig(
             max_new_tokens=max_tokens,
-            do_sample=key.do_sample,
-            temperature=key.temperature if key.do_sample else None,
-            top_p=key.top_p if key.do_sample else None,
-            top_k=key.top_k if key.do_sample else None,
-            repetition_penalty=key.repetition_penalty,
+            do_sample=False,
             eos_token_id=None if key.ignore_eos else self.eos_token_ids,
             pad_token_id=self.pad_token_id,
         )
@@ -380,10 +385,10 @@ class HFRolloutServer:
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 generation_config=generation_config,
-                logits_processor=LogitsProcessorList([recorder]),
+                logits_processor=LogitsProcessorList([sampler]),
             )  # [B, P + T]
         new_tokens = sequences[:, prompt_width:]  # [B, T]
-        log_probs = recorder.finish(new_tokens)  # [B, T]
+        log_probs = sampler.log_probs(new_tokens)  # [B, T]
         outputs = []
         for row, request in enumerate(batch):
             tokens = new_tokens[row, : request.max_tokens].tolist()
