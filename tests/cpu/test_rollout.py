@@ -281,13 +281,12 @@ def key(**changes) -> SamplingKey:
 
 
 def frequencies(sampling_key: SamplingKey, logits: torch.Tensor = LOGITS) -> torch.Tensor:
-    """Frequencies [B, V] of each token over ``DRAWS`` draws, one generator per row."""
-    generators = [request_generator(row, [1, 2]) for row in range(logits.shape[0])]
-    counts = torch.zeros(logits.shape)
-    for _ in range(DRAWS):
-        tokens, _ = sample_next_tokens(logits, sampling_key, generators)
-        counts[torch.arange(logits.shape[0]), tokens] += 1
-    return counts / DRAWS
+    """Frequencies [B, V] of each token over ``DRAWS`` draws per row (one call: each row repeated, own generator)."""
+    rows = logits.repeat_interleave(DRAWS, dim=0)  # [B * DRAWS, V]
+    generators = [request_generator(seed, [1, 2]) for seed in range(rows.shape[0])]
+    tokens, _ = sample_next_tokens(rows, sampling_key, generators)  # [B * DRAWS]
+    counts = torch.nn.functional.one_hot(tokens, logits.shape[1]).reshape(logits.shape[0], DRAWS, -1).sum(dim=1)
+    return counts.float() / DRAWS
 
 
 def test_sampler_draws_from_the_tempered_distribution():
