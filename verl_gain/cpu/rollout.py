@@ -45,6 +45,12 @@ from verl.workers.config import HFModelConfig, RolloutConfig
 from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutMode, RolloutReplica, TokenOutput
 
+from verl_gain.cpu.decoding import (
+    DECODE_ATTENTION,
+    StaticCacheDecoder,
+    register_decode_attention,
+    static_decoding_unsupported,
+)
 from verl_gain.cpu.environment import HF_ROLLOUT_NAME, worker_env_vars
 from verl_gain.cpu.sampling import SEED_BITS, SEED_PARAM, SamplingKey, request_generator, sample_next_tokens
 from verl_gain.inference import DTYPES, cut_at_end, left_padded
@@ -59,6 +65,11 @@ on a loaded 2-core machine (tokenising, two Ray calls each); a batch closed on t
 of the step waiting for a whole second ``generate`` call."""
 DEFAULT_MAX_BATCH_WAIT_MS = 2000.0
 """Longest time the first request of a batch waits for others (bounds latency when requests keep trickling in)."""
+STATIC_DECODER = "static"
+"""The server's own decode loop on a static KV cache (``verl_gain.cpu.decoding``)."""
+GENERATE_DECODER = "generate"
+"""HF ``generate`` (any model transformers can generate with; slower on a CPU)."""
+DECODERS = (STATIC_DECODER, GENERATE_DECODER)
 DUMMY_LOAD_FORMAT = "dummy"
 """verl's load format for "random weights now, real weights from the first sync" (its default)."""
 STOP_COMPLETED = "completed"
@@ -79,6 +90,8 @@ class HFRolloutOptions:
         max_batch_wait_ms: ... or once its first request has waited this long.
         verify_weights: check every parameter against the trainer's CRC-32 after each weight update.
         num_threads: torch intra-op threads of the server (None: leave Ray's setting).
+        decoder: ``static`` (the server's own decode loop, models in ``STATIC_DECODER_MODEL_TYPES``; others fall
+            back to ``generate``) or ``generate`` (HF ``generate``).
     """
 
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
@@ -86,6 +99,7 @@ class HFRolloutOptions:
     max_batch_wait_ms: float = DEFAULT_MAX_BATCH_WAIT_MS
     verify_weights: bool = True
     num_threads: int | None = None
+    decoder: str = STATIC_DECODER
 
     def __post_init__(self):
         if self.max_batch_size < 1:
@@ -100,6 +114,8 @@ class HFRolloutOptions:
             )
         if self.num_threads is not None and self.num_threads < 1:
             raise ValueError(f"engine_kwargs.hf.num_threads must be >= 1 or null, got {self.num_threads}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"engine_kwargs.hf.decoder must be one of {DECODERS}, got {self.decoder!r}")
 
     @classmethod
     def from_rollout_config(cls, config: RolloutConfig) -> HFRolloutOptions:
@@ -197,6 +213,7 @@ class HFRolloutServer:
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.eos_token_ids = self._eos_token_ids(tokenizer)
         self.model = self._load_model()
+        self.decoder = self._choose_decoder()
         self.global_steps: int | None = None
         self.weight_updates = 0
 
@@ -243,6 +260,21 @@ class HFRolloutServer:
             eos_token_id=self.eos_token_ids, pad_token_id=self.pad_token_id, bos_token_id=hf_config.bos_token_id
         )
         return model.eval()
+
+    def _choose_decoder(self) -> StaticCacheDecoder | None:
+        """The static decoder (None: ``generate``), with the model switched to its attention function."""
+        if self.options.decoder == GENERATE_DECODER:
+            return None
+        unsupported = static_decoding_unsupported(self.model.config)
+        if unsupported is None:
+            register_decode_attention()
+            self.model.set_attn_implementation(DECODE_ATTENTION)
+            if self.model.config._attn_implementation != DECODE_ATTENTION:
+                unsupported = f"{type(self.model).__name__} does not take an attention function"
+        if unsupported is not None:
+            logger.warning("hf rollout decodes with generate: the static decoder cannot run it (%s)", unsupported)
+            return None
+        return StaticCacheDecoder(self.model, self.pad_token_id)
 
     def get_server_address(self) -> str:
         """The server's name, which verl's load balancer uses as its address (there is no HTTP endpoint)."""
@@ -361,17 +393,42 @@ class HFRolloutServer:
                 return
             seen = len(self._queue)
 
-    @torch.no_grad()
     def _generate_batch(self, batch: list[_Request]) -> list[TokenOutput]:
-        """One left-padded ``generate`` call for requests that share sampling parameters."""
+        """Responses to requests that share sampling parameters, decoded together."""
         key = batch[0].key
+        generators = [request_generator(request.seed, request.prompt_ids) for request in batch]
+        end_tokens = [] if key.ignore_eos else self.eos_token_ids
+        if self.decoder is not None:
+            with self._model_lock:
+                responses, log_probs = self.decoder.decode(
+                    [request.prompt_ids for request in batch],
+                    [request.max_tokens for request in batch],
+                    key,
+                    generators,
+                    end_tokens,
+                )
+        else:
+            responses, log_probs = self._generate_with_hf(batch, key, generators)
+        return [
+            TokenOutput(
+                token_ids=tokens,
+                log_probs=row_log_probs if key.want_log_probs else None,
+                stop_reason=STOP_COMPLETED,
+                extra_fields={"global_steps": self.global_steps},
+            )
+            for tokens, row_log_probs in zip(responses, log_probs, strict=True)
+        ]
+
+    @torch.no_grad()
+    def _generate_with_hf(
+        self, batch: list[_Request], key: SamplingKey, generators: list[torch.Generator]
+    ) -> tuple[list[list[int]], list[list[float]]]:
+        """One left-padded ``generate`` call: each row's tokens and their log-probs."""
         input_ids, attention_mask = left_padded([request.prompt_ids for request in batch], self.pad_token_id)  # [B, P]
         prompt_width = input_ids.shape[1]
         max_tokens = max(request.max_tokens for request in batch)
         sampler = SeededSampler(
-            key,
-            generators=[request_generator(request.seed, request.prompt_ids) for request in batch],
-            pad_widths=[prompt_width - len(request.prompt_ids) for request in batch],
+            key, generators=generators, pad_widths=[prompt_width - len(request.prompt_ids) for request in batch]
         )
         # Greedy over the sampler's one finite score per row: the sampler does temperature, top-k/p, the penalty.
         generation_config = GenerationConfig(
@@ -389,21 +446,14 @@ class HFRolloutServer:
             )  # [B, P + T]
         new_tokens = sequences[:, prompt_width:]  # [B, T]
         log_probs = sampler.log_probs(new_tokens)  # [B, T]
-        outputs = []
+        responses, response_log_probs = [], []
         for row, request in enumerate(batch):
             tokens = new_tokens[row, : request.max_tokens].tolist()
             if not key.ignore_eos:
                 tokens, _ = cut_at_end(tokens, self.eos_token_ids)  # the end token is part of the response (vLLM)
-            length = len(tokens)
-            outputs.append(
-                TokenOutput(
-                    token_ids=tokens,
-                    log_probs=log_probs[row, :length].tolist() if key.want_log_probs else None,
-                    stop_reason=STOP_COMPLETED,
-                    extra_fields={"global_steps": self.global_steps},
-                )
-            )
-        return outputs
+            responses.append(tokens)
+            response_log_probs.append(log_probs[row, : len(tokens)].tolist())
+        return responses, response_log_probs
 
     # ----------------------------------------------------------------------------------------------------------
     # weights
