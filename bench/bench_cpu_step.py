@@ -376,6 +376,21 @@ def row(step: str, phase: str, time_s: float, floor_s: float | None) -> str:
     return f"{step:>5} {phase:>15} {time_s:9.2f} {floor_s:9.2f} {time_s / floor_s:7.1f}"
 
 
+def write_result(directory: Path, label: str, script: str, argv: list[str] | None, record: dict) -> Path:
+    """``directory/label.json``: ``record`` with the label, the command that made it and the machine."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{label}.json"
+    arguments = argv if argv is not None else sys.argv[1:]
+    header = {
+        "label": label,
+        "command": f"python bench/{script} " + " ".join(arguments),
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__},
+    }
+    path.write_text(json.dumps({**header, **record}, indent=2) + "\n")
+    print(f"[bench] results written to {path}")
+    return path
+
+
 def cpu_name() -> str:
     """The CPU's model name (Linux ``/proc/cpuinfo``), else the architecture."""
     cpuinfo = Path("/proc/cpuinfo")
@@ -420,20 +435,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwall time of the run (start-up included): {run_seconds:.1f} s; whole bench {bench_seconds:.1f} s")
     print(table)
     if args.label:
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        path = RESULTS_DIR / f"{args.label}.json"
         record = {
-            "label": args.label,
-            "command": "python bench/bench_cpu_step.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__},
             "run_seconds": run_seconds,
             "times_s": times,
             "floors_s": floors,
             "response_tokens": {str(s.step): sum(len(r) for r in s.responses) for s in steps},
             "table": table,
         }
-        path.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"[bench] results written to {path}")
+        write_result(RESULTS_DIR, args.label, Path(__file__).name, argv, record)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The "hf" rollout backend: verl's rollout server interface on top of Hugging Face ``generate``.
+"""The "hf" rollout backend: verl's rollout server interface on top of a Hugging Face model, for CPUs.
 
 verl 0.9 generates through a rollout server per replica (vLLM/SGLang/TensorRT-LLM, all GPU-only) that the agent
 loop calls one request at a time (``server.generate.remote(prompt_ids, sampling_params, ...)``), and that the
@@ -7,9 +7,10 @@ rollout name (registered by ``verl_gain.cpu.adaptations``, patch ``hf_rollout``)
 
 - ``HFRolloutServer`` (a Ray actor, one per replica) holds its own copy of the model. Concurrent ``generate`` calls
   are queued and served in batches: the server collects requests until none has arrived for ``batch_wait_ms`` (or
-  the batch is full, or ``max_batch_wait_ms`` has passed), and requests that share sampling parameters go through
-  one left-padded ``model.generate`` call, in a thread so that the actor keeps accepting
-  requests meanwhile. It returns the sampled token ids with their log-probs, and replaces its weights on
+  the batch is full, or ``max_batch_wait_ms`` has passed), and requests that share sampling parameters are decoded
+  together (``verl_gain.cpu.decoding``'s static-cache loop, or ``model.generate``), in a thread so that the actor
+  keeps accepting requests meanwhile. Each request samples from its own seeded generator
+  (``verl_gain.cpu.sampling``). It returns the sampled token ids with their log-probs, and replaces its weights on
   ``update_weights``, verifying that every parameter now equals (bit for bit) what the trainer sent.
 - ``HFRolloutAdapter`` (verl's ``BaseRollout``) lives in each trainer worker: on a weight update every rank drains
   verl's weight generator (FSDP2's ``full_tensor()`` is a collective), and the first rank of each replica ships the
