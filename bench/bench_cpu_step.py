@@ -10,19 +10,24 @@ torch thread, Ray's default, all in parallel, so a floor is the slowest worker's
 
 | phase | floor |
 |---|---|
-| gen | a bare decode loop: prefill the server's prompts, then greedy steps with HF's KV cache, no sampling |
+| gen | the server's decode loop alone (``verl_gain.cpu.decoding``: one prefill per distinct prompt, one cached
+  forward per token on a static KV cache), greedy, each row exactly its response's length: no Ray, no batching
+  wait, no sampling |
 | old_log_prob, ref | a bare forward (no grad) of the worker's rows in the run's micro-batches, response log-probs |
 | update_actor | forward + backward of the same micro-batches, one AdamW step |
 | update_weights | one copy of every parameter into another model's tensors |
 | pre-pass | a bare forward (no grad, no LM head) of the worker's training prompts in the run's micro-batches |
 
-The ratio time / floor is the overhead to drive down. Responses are re-tokenised from the dump's text (an end token
+A floor is the fastest of ``--floor-repeats`` measurements (the machine is shared; the 1-minute load average at the
+run's start and end and after the floors is recorded next to the numbers). The ratio time / floor is the overhead to
+drive down. Responses are re-tokenised from the dump's text (an end token
 appended where the response stopped early), so a row's length can be off by a token; prompts are tokenised with
 the chat template exactly as verl's agent loop does.
 
 Usage: python bench/bench_cpu_step.py [--steps 3] [--prompts 8] [--rollouts 4] [--response-length 128]
                                       [--workers 2] [--workers-per-server 1] [--micro-batch 2] [--label NAME]
-                                      [--data ../shared/data/gsm8k/train.parquet] [--set KEY=VALUE ...]
+                                      [--floor-repeats 2] [--data ../shared/data/gsm8k/train.parquet]
+                                      [--set KEY=VALUE ...]
 
 ``--label NAME`` writes the numbers to ``bench/results/cpu_step/NAME.json``. Memory: ~4 GB per trainer worker and
 ~1.8 GB per rollout server during the run, ~3 GB for the floors afterwards.
@@ -45,8 +50,10 @@ import pandas as pd
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from verl_gain.cpu.decoding import DECODE_ATTENTION, StaticCacheDecoder, register_decode_attention
+from verl_gain.cpu.sampling import SamplingKey
 from verl_gain.demo.launcher import run_main  # the same subprocess runner and metrics reader as the demo and e2e tests
-from verl_gain.inference import DTYPES, left_padded, pad_rows
+from verl_gain.inference import DTYPES, pad_rows
 from verl_gain.model_sources import SMOLLM2_NAME, resolve_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +71,11 @@ PREPASS_END = "GAIN scores written to"
 THREADS_PER_PROCESS = 1
 """Torch threads of each trainer worker and rollout server in a CPU run (Ray's default for an actor)."""
 TIMEOUT_S = 3600.0
+FLOOR_ATTENTION = "sdpa"
+"""Attention of the floors' forwards (the trainer's on CPU)."""
+GREEDY = SamplingKey(
+    do_sample=False, temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.0, ignore_eos=True, want_log_probs=False
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -84,6 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="a verl-format GSM8K parquet file")
     parser.add_argument("--model", default=SMOLLM2_NAME)
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="dtype of the floors' model")
+    parser.add_argument("--floor-repeats", type=int, default=2, help="measurements per floor (the fastest counts)")
     parser.add_argument("--label", help="write the results to bench/results/cpu_step/LABEL.json")
     parser.add_argument(
         "--set", dest="extra", action="append", default=[], metavar="KEY=VALUE", help="another trainer override"
@@ -91,6 +104,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.workers % args.workers_per_server:
         parser.error(f"--workers-per-server {args.workers_per_server} must divide --workers {args.workers}")
+    if args.floor_repeats < 1:
+        parser.error(f"--floor-repeats must be >= 1, got {args.floor_repeats}")
     if not args.data.is_file():
         parser.error(f"--data {args.data} does not exist: give a verl-format GSM8K parquet file")
     return args
@@ -196,14 +211,24 @@ def rows_of_steps(dump_dir: Path, data: pd.DataFrame, tokenizer, max_response: i
 # --- floors -----------------------------------------------------------------------------------------------------------
 
 
+FLOOR_REPEATS = 1
+"""Measurements per floor, the fastest kept (``main`` sets it from ``--floor-repeats``)."""
+
+
 def timed(work: Callable[..., object], *args: object, threads: int = THREADS_PER_PROCESS) -> float:
-    """Seconds ``work(*args)`` takes with ``threads`` torch threads."""
+    """Seconds ``work(*args)`` takes with ``threads`` torch threads: the fastest of ``FLOOR_REPEATS`` runs.
+
+    ``work`` must leave its inputs as it found them (the update floor's AdamW steps are the exception: a step of
+    lr 1e-6 does not change what the next one costs)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        started = time.perf_counter()
-        work(*args)
-        return time.perf_counter() - started
+        seconds = []
+        for _ in range(FLOOR_REPEATS):
+            started = time.perf_counter()
+            work(*args)
+            seconds.append(time.perf_counter() - started)
+        return min(seconds)
     finally:
         torch.set_num_threads(previous)
 
@@ -268,36 +293,28 @@ def update_floor(model, optimizer, rows: StepRows, workers: int, micro: int, pad
 
 
 def decode_floor(model, rows: StepRows, servers: int, pad_id: int) -> tuple[float, int]:
-    """Slowest server's bare decode loop over its share of the requests: one prefill of the left-padded prompts,
-    then one cached forward per new token up to the share's longest response, greedy (no sampling, no stopping).
+    """Slowest server's decode loop alone over its share of the requests (``StaticCacheDecoder``: one prefill per
+    distinct prompt, then one cached forward per token), greedy, each row exactly its response's length.
 
     Returns (seconds, decode steps of that share).
     """
+    register_decode_attention()
+    model.set_attn_implementation(DECODE_ATTENTION)
+    decoder = StaticCacheDecoder(model, pad_id)
     lengths = [len(r) for r in rows.responses]
     results = []
-    for share in shares(lengths, servers):
-        new_tokens = max(lengths[i] for i in share)
-        ids, mask = left_padded([rows.prompts[i] for i in share], pad_id)  # [b, P]
+    try:
+        for share in shares(lengths, servers):
+            prompts = [rows.prompts[i] for i in share]
+            budgets = [lengths[i] for i in share]
 
-        def work(ids=ids, mask=mask, new_tokens=new_tokens):
-            with torch.no_grad():
-                positions = (mask.cumsum(-1) - 1).clamp(min=0)  # [b, P]
-                out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1)
-                cache, token = out.past_key_values, out.logits[:, -1].argmax(-1)  # [b]
-                position = positions[:, -1:]  # [b, 1]
-                for _ in range(new_tokens - 1):
-                    mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-                    position = position + 1
-                    out = model(
-                        input_ids=token[:, None],
-                        attention_mask=mask,
-                        position_ids=position,
-                        past_key_values=cache,
-                        use_cache=True,
-                    )
-                    cache, token = out.past_key_values, out.logits[:, -1].argmax(-1)
+            def work(prompts=prompts, budgets=budgets):
+                generators = [torch.Generator() for _ in prompts]  # greedy draws nothing from them
+                decoder.decode(prompts, budgets, GREEDY, generators, eos_token_ids=[])
 
-        results.append((timed(work), new_tokens))
+            results.append((timed(work), max(budgets)))
+    finally:
+        model.set_attn_implementation(FLOOR_ATTENTION)
     return max(results)
 
 
@@ -330,7 +347,7 @@ def measure_floors(args, model_path: Path, data: pd.DataFrame, steps: list[StepR
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     dtype = DTYPES[args.dtype]
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, attn_implementation="sdpa")
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, attn_implementation=FLOOR_ATTENTION)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
     servers = args.workers // args.workers_per_server
     floors: dict[str, dict] = {}
@@ -402,9 +419,12 @@ def cpu_name() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global FLOOR_REPEATS
     args = parse_args(argv)
+    FLOOR_REPEATS = args.floor_repeats
     model = resolve_model(args.model)
     started = time.perf_counter()
+    loads = {"run_start": os.getloadavg()[0]}  # 1-minute load averages: how busy the shared machine was
     with tempfile.TemporaryDirectory(prefix="verl-gain-bench-") as tmp:
         tmp = Path(tmp)
         data_path = tmp / "gsm8k.parquet"
@@ -418,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         clock = LineClock([PREPASS_START, PREPASS_END])
         result = run_main(overrides(args, model, data_path, tmp), tmp / "metrics.jsonl", TIMEOUT_S, echo=clock)
         result.check()
+        loads["run_end"] = os.getloadavg()[0]
         run_seconds = result.seconds
         logged = [entry for entry in result.steps if "timing_s/step" in entry["data"]]
         times: dict[str, dict] = {
@@ -429,14 +450,18 @@ def main(argv: list[str] | None = None) -> int:
         tokenizer = AutoTokenizer.from_pretrained(model)
         steps = rows_of_steps(tmp / "rollouts", data, tokenizer, args.response_length)
     floors = measure_floors(args, model, data, steps[-1:])
+    loads["floors_end"] = os.getloadavg()[0]
     step_names = [str(s.step) for s in steps if str(s.step) in times]
     table = report(times, floors, step_names)
+    table += "\n1-minute load average: " + ", ".join(f"{name} {load:.1f}" for name, load in loads.items())
     bench_seconds = time.perf_counter() - started
     print(f"\nwall time of the run (start-up included): {run_seconds:.1f} s; whole bench {bench_seconds:.1f} s")
     print(table)
     if args.label:
         record = {
             "run_seconds": run_seconds,
+            "load_average_1min": loads,
+            "floor_repeats": args.floor_repeats,
             "times_s": times,
             "floors_s": floors,
             "response_tokens": {str(s.step): sum(len(r) for r in s.responses) for s in steps},

@@ -82,11 +82,14 @@ def run_arm(arm: str, steps: int, root: Path) -> dict[str, float]:
     overrides = with_overrides(
         trainer_overrides(settings, resolve_model(settings.model), train, test), [*QUIET, *ARMS[arm]]
     )
+    load_before = os.getloadavg()[0]
     result = run_main(overrides, root / "metrics.jsonl", settings.timeout_s, cwd=root)
     result.check()
     logged = [entry["data"] for entry in result.steps if "timing_s/step" in entry["data"]][1:]
     means = {name: sum(d[f"timing_s/{name}"] for d in logged) / len(logged) for name in TIMINGS}
     means["run_seconds"] = result.seconds
+    # The machine is shared: the 1-minute load average before and after the run says how busy it was.
+    means["load_before"], means["load_after"] = load_before, os.getloadavg()[0]
     return means
 
 
@@ -101,13 +104,15 @@ def main(argv: list[str] | None = None) -> int:
                 timings = run_arm(arm, args.steps, Path(tmp) / f"{arm}-{repeat}")
                 runs[arm].append(timings)
                 print(f"[bench] {arm}: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()), flush=True)
-    means = {arm: {k: sum(r[k] for r in rs) / len(rs) for k in (*TIMINGS, "run_seconds")} for arm, rs in runs.items()}
+    means = {arm: {k: sum(r[k] for r in rs) / len(rs) for k in rs[0]} for arm, rs in runs.items()}
     baseline = args.arms[0]
     lines = [f"{'arm':>18} " + " ".join(f"{name:>14}" for name in TIMINGS) + "   (mean s per step; ratio to first arm)"]
     for arm, mean in means.items():
         cells = " ".join(f"{mean[n]:6.1f} ({mean[n] / means[baseline][n]:4.2f})" for n in TIMINGS)
         lines.append(f"{arm:>18} {cells}")
     table = "\n".join(lines)
+    loads = [load for rs in runs.values() for r in rs for load in (r["load_before"], r["load_after"])]
+    table += f"\n1-minute load average before/after the runs: {min(loads):.1f} to {max(loads):.1f}"
     print(f"\n{table}\nwhole bench {time.perf_counter() - started:.0f} s")
     if args.label:
         record = {"steps": args.steps, "runs": runs, "means": means, "table": table}
