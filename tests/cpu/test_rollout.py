@@ -5,6 +5,7 @@ through Ray, the adapter and verl's trainer is covered by ``test_e2e.py``.
 """
 
 import asyncio
+import pickle
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from verl_gain.cpu.rollout import (
     STOP_COMPLETED,
     HFRolloutOptions,
     HFRolloutServer,
+    HostTensor,
     WeightSyncError,
     tensor_digest,
 )
@@ -174,6 +176,29 @@ def test_update_weights_replaces_every_parameter_and_verifies_it(model_config):
     (output,) = asyncio.run(generate_all(server, prompts(model_config, 1)))
     assert output.extra_fields["global_steps"] == 7
     assert server.stats()["weight_updates"] == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int64])
+def test_host_tensors_carry_every_dtype_bit_for_bit_out_of_band(dtype):
+    torch.manual_seed(2)
+    tensor = (torch.randn(3, 5) * 100).to(dtype).t()  # not contiguous
+    buffers = []
+    # Ray pickles with protocol 5: a buffer handed to the callback travels out of band, not copied into the message.
+    message = pickle.dumps(HostTensor.of(tensor), protocol=5, buffer_callback=buffers.append)
+    assert len(buffers) == 1 and len(message) < 1000
+    received = pickle.loads(message, buffers=[memoryview(b.raw()).toreadonly() for b in buffers]).tensor()
+    assert received.dtype == dtype and received.shape == tensor.shape
+    assert tensor_digest(received) == tensor_digest(tensor) and torch.equal(received, tensor)
+
+
+def test_update_weights_takes_host_tensors_as_the_adapter_sends_them(model_config):
+    server = make_server(model_config)
+    torch.manual_seed(3)
+    new_weights = {name: torch.randn_like(tensor) for name, tensor in server.model.state_dict().items()}
+    digests = {name: tensor_digest(tensor) for name, tensor in new_weights.items()}
+    server.update_weights({name: HostTensor.of(t) for name, t in new_weights.items()}, digests)
+    for name, tensor in server.model.state_dict().items():
+        assert torch.equal(tensor, new_weights[name])
 
 
 def test_update_weights_refuses_a_digest_mismatch(model_config):
