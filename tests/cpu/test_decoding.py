@@ -9,8 +9,9 @@ import asyncio
 import pytest
 import torch
 from transformers import GPT2Config, LlamaConfig, MistralConfig
-from verl.workers.config import HFModelConfig, RolloutConfig
+from verl.workers.config import HFModelConfig
 
+from tests.cpu import hf_server
 from tests.tiny import make_tiny_model_dir
 from verl_gain.cpu.decoding import DECODE_ATTENTION, static_decoding_unsupported
 from verl_gain.cpu.rollout import GENERATE_DECODER, STATIC_DECODER, HFRolloutServer
@@ -43,15 +44,7 @@ def servers(model_config):
 
 
 def make_server(model_config, dtype="float32", **engine_options) -> HFRolloutServer:
-    config = RolloutConfig(
-        name="hf",
-        dtype=dtype,
-        prompt_length=64,
-        response_length=RESPONSE_LENGTH,
-        load_format="auto",
-        engine_kwargs={"hf": engine_options},
-    )
-    return HFRolloutServer(config, model_config, replica_rank=0)
+    return hf_server.make_server(model_config, RESPONSE_LENGTH, dtype, **engine_options)
 
 
 def prompts(model_config, count: int) -> list[list[int]]:

@@ -12,6 +12,7 @@ import pytest
 import torch
 from verl.workers.config import HFModelConfig, RolloutConfig
 
+from tests.cpu import hf_server
 from tests.tiny import make_tiny_model_dir
 from verl_gain.cpu.rollout import (
     STOP_ABORTED,
@@ -46,15 +47,7 @@ def model_config(tmp_path_factory):
 
 
 def make_server(model_config, **engine_options) -> HFRolloutServer:
-    config = RolloutConfig(
-        name="hf",
-        dtype="float32",
-        prompt_length=64,
-        response_length=RESPONSE_LENGTH,
-        load_format="auto",
-        engine_kwargs={"hf": engine_options},
-    )
-    return HFRolloutServer(config, model_config, replica_rank=0)
+    return hf_server.make_server(model_config, RESPONSE_LENGTH, **engine_options)
 
 
 def prompts(model_config, count: int) -> list[list[int]]:
