@@ -5,13 +5,15 @@ plugin loaded through verl's ``verl.plugins`` entry point on ``import verl``), s
 modules stay unpatched.
 """
 
+import inspect
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import uuid
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,6 +21,7 @@ import torch
 import verl
 from tensordict import TensorDict
 from torch.distributed.fsdp import CPUOffloadPolicy
+from transfer_queue import KVBatchMeta
 from verl import DataProto
 
 from verl_gain.cpu.adaptations import (
@@ -26,13 +29,18 @@ from verl_gain.cpu.adaptations import (
     LOG_PROB_DIFF_METRIC,
     MEGATRON_IMPORT_BLOCK,
     RUNTIME_PATCHES,
+    V1_SESSION_ARG,
     AdaptationTargetMissing,
+    SequentialUUIDs,
     deduplicate_backend,
     make_unpinned_offload_policy,
     wrap_debug_metrics,
+    wrap_materialize_batch,
+    wrap_run_agent_loop,
 )
 from verl_gain.cpu.environment import WITHOUT_MEGATRON_ENV
 from verl_gain.cpu.platform import PlatformCPU
+from verl_gain.cpu.sampling import SEED_PARAM, request_seed
 from verl_gain.verl_version import UnsupportedVerlVersion, check_verl_version
 
 VERL_ROOT = Path(verl.__file__).parent
@@ -55,6 +63,7 @@ WORKER_SCRIPT = textwrap.dedent(
     from verl.workers.rollout.replica import get_rollout_replica_class
     import verl.utils.debug.metrics as debug_metrics
     import verl.trainer.ppo.v1.trainer_base as trainer_base
+    import verl.experimental.agent_loop.agent_loop as agent_loop
 
     facts["pg_wrapped"] = getattr(distributed.initialize_global_process_group_ray, "__verl_gain_patched__", False)
     facts["pg_same_in_workers"] = (
@@ -70,6 +79,14 @@ WORKER_SCRIPT = textwrap.dedent(
     facts["rollout_replica"] = get_rollout_replica_class("hf").__name__
     facts["metrics_wrapped"] = getattr(debug_metrics.calculate_debug_metrics, "__verl_gain_patched__", False)
     facts["v1_metrics_wrapped"] = trainer_base.calculate_debug_metrics is debug_metrics.calculate_debug_metrics
+    import verl.trainer.ppo.v1.replay_buffer as replay_buffer
+    facts["v1_uids_sequential"] = type(trainer_base.uuid).__name__ == "SequentialUUIDs"
+    facts["v1_batch_sorted"] = getattr(
+        replay_buffer.ReplayBuffer._materialize_batch, "__verl_gain_patched__", False
+    )
+    facts["agent_loop_seeded"] = getattr(
+        agent_loop.AgentLoopWorker._run_agent_loop, "__verl_gain_patched__", False
+    )
     import sys
     import verl.workers.engine as engines
     facts["megatron_imported"] = any(name.split(".")[0] == "megatron" for name in sys.modules)
@@ -183,6 +200,11 @@ def test_log_prob_metric_is_installed_for_both_trainers(worker_facts):
     assert worker_facts["metrics_wrapped"] and worker_facts["v1_metrics_wrapped"]
 
 
+def test_agent_loop_seeds_its_requests_and_v1_orders_its_batches(worker_facts):
+    assert worker_facts["agent_loop_seeded"]
+    assert worker_facts["v1_uids_sequential"] and worker_facts["v1_batch_sorted"]
+
+
 def test_megatron_is_kept_out_of_a_cpu_training_process(worker_facts):
     assert worker_facts["megatron_imported"] is False
     assert worker_facts["megatron_engine"] is False  # verl registers no Megatron engine, as without megatron-core
@@ -230,6 +252,62 @@ def test_log_prob_metric_is_the_max_over_response_tokens():
     assert calls == [data] and metrics["verl"] == 1.0
     assert metrics[LOG_PROB_DIFF_METRIC] == pytest.approx(0.5)
     assert wrap_debug_metrics(wrapped) is wrapped
+
+
+def test_agent_loop_requests_get_a_seed_from_the_run_seed_and_the_trajectory():
+    class Worker:  # what the wrapper reads of verl's AgentLoopWorker
+        def __init__(self, seed):
+            self.rollout_config = SimpleNamespace(seed=seed)
+
+    run = wrap_run_agent_loop(lambda self, sampling_params, trajectory, **kwargs: sampling_params)
+    trajectory = {"step": 3, "sample_index": np.int64(17), "rollout_n": 2, "validate": False}
+    params = {"temperature": 1.0}
+    seeded = run(Worker(42), params, trajectory, agent_name="single_turn_agent")
+    assert seeded[SEED_PARAM] == request_seed(42, 3, False, 17, 2, 0)
+    assert params == {"temperature": 1.0}  # the caller's dict (shared by verl across a batch) is not changed
+    # Every input of the seed matters; the same inputs give the same seed.
+    assert run(Worker(42), params, dict(trajectory))[SEED_PARAM] == seeded[SEED_PARAM]
+    others = [
+        run(Worker(43), params, trajectory),
+        *(
+            run(Worker(42), params, {**trajectory, name: value})
+            for name, value in [("step", 4), ("sample_index", 18), ("rollout_n", 3), ("validate", True)]
+        ),
+    ]
+    # The V1 trainer's sessions (trajectory=... as a keyword, session_id=i) are told apart.
+    sessions = [run(Worker(42), params, trajectory=trajectory, session_id=i)[SEED_PARAM] for i in range(4)]
+    assert sessions[0] == seeded[SEED_PARAM]
+    assert len({seeded[SEED_PARAM], *(o[SEED_PARAM] for o in others), *sessions}) == 6 + 3
+    # A seed the caller set is kept.
+    assert run(Worker(42), {SEED_PARAM: 5}, trajectory)[SEED_PARAM] == 5
+    assert wrap_run_agent_loop(run) is run
+
+
+def test_v1_prompt_uids_count_up_in_order_and_stay_uuids():
+    names = SequentialUUIDs(uuid)
+    uids = [str(names.uuid4()) for _ in range(300)]
+    assert uids == sorted(uids) and len(set(uids)) == 300
+    assert all(uuid.UUID(u).version == 4 and "_" not in u for u in uids)  # verl splits trajectory keys on "_"
+    assert names.UUID is uuid.UUID  # every other name is the real module's
+    assert str(SequentialUUIDs(uuid).uuid4()) == uids[0]  # a rerun names its prompts the same way
+
+
+def test_v1_batch_is_sorted_by_prompt_session_and_output():
+    keys = ["b_1_0", "a_10_0", "b_0_0", "a_2_0", "a_2_1"]
+    built = KVBatchMeta(partition_id="train", keys=keys, tags=[{"key": k} for k in keys])
+    materialize = wrap_materialize_batch(lambda self, *args: built)
+    batch = materialize(None, "train", ["a", "b"], {})
+    assert batch.keys == ["a_2_0", "a_2_1", "a_10_0", "b_0_0", "b_1_0"]
+    assert [tag["key"] for tag in batch.tags] == batch.keys
+    assert wrap_materialize_batch(materialize) is materialize
+
+
+def test_v1_agent_loop_numbers_its_sessions_as_the_seed_expects():
+    from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopWorkerTQ
+
+    source = inspect.getsource(AgentLoopWorkerTQ._run_prompt)
+    assert f"{V1_SESSION_ARG}=i" in source and "trajectory=trajectory" in source
+    assert "_run_agent_loop" not in vars(AgentLoopWorkerTQ)  # the patched base method is the one it runs
 
 
 def test_cpu_device_module_answers_verl_calls():

@@ -5,20 +5,33 @@ through Ray, the adapter and verl's trainer is covered by ``test_e2e.py``.
 """
 
 import asyncio
+import pickle
 
+import numpy as np
 import pytest
 import torch
 from verl.workers.config import HFModelConfig, RolloutConfig
 
+from tests.cpu import hf_server
 from tests.tiny import make_tiny_model_dir
 from verl_gain.cpu.rollout import (
     STOP_ABORTED,
     STOP_COMPLETED,
-    ChosenTokenLogProbs,
     HFRolloutOptions,
     HFRolloutServer,
+    HostTensor,
     WeightSyncError,
     tensor_digest,
+)
+from verl_gain.cpu.sampling import (
+    SEED_BITS,
+    SEED_PARAM,
+    SamplingKey,
+    generator_seed,
+    penalize_repetitions,
+    request_generator,
+    request_seed,
+    sample_next_tokens,
 )
 
 FP32_AGREEMENT = 1e-5
@@ -34,15 +47,7 @@ def model_config(tmp_path_factory):
 
 
 def make_server(model_config, **engine_options) -> HFRolloutServer:
-    config = RolloutConfig(
-        name="hf",
-        dtype="float32",
-        prompt_length=64,
-        response_length=RESPONSE_LENGTH,
-        load_format="auto",
-        engine_kwargs={"hf": engine_options},
-    )
-    return HFRolloutServer(config, model_config, replica_rank=0)
+    return hf_server.make_server(model_config, RESPONSE_LENGTH, **engine_options)
 
 
 def prompts(model_config, count: int) -> list[list[int]]:
@@ -166,6 +171,29 @@ def test_update_weights_replaces_every_parameter_and_verifies_it(model_config):
     assert server.stats()["weight_updates"] == 1
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int64])
+def test_host_tensors_carry_every_dtype_bit_for_bit_out_of_band(dtype):
+    torch.manual_seed(2)
+    tensor = (torch.randn(3, 5) * 100).to(dtype).t()  # not contiguous
+    buffers = []
+    # Ray pickles with protocol 5: a buffer handed to the callback travels out of band, not copied into the message.
+    message = pickle.dumps(HostTensor.of(tensor), protocol=5, buffer_callback=buffers.append)
+    assert len(buffers) == 1 and len(message) < 1000
+    received = pickle.loads(message, buffers=[memoryview(b.raw()).toreadonly() for b in buffers]).tensor()
+    assert received.dtype == dtype and received.shape == tensor.shape
+    assert tensor_digest(received) == tensor_digest(tensor) and torch.equal(received, tensor)
+
+
+def test_update_weights_takes_host_tensors_as_the_adapter_sends_them(model_config):
+    server = make_server(model_config)
+    torch.manual_seed(3)
+    new_weights = {name: torch.randn_like(tensor) for name, tensor in server.model.state_dict().items()}
+    digests = {name: tensor_digest(tensor) for name, tensor in new_weights.items()}
+    server.update_weights({name: HostTensor.of(t) for name, t in new_weights.items()}, digests)
+    for name, tensor in server.model.state_dict().items():
+        assert torch.equal(tensor, new_weights[name])
+
+
 def test_update_weights_refuses_a_digest_mismatch(model_config):
     server = make_server(model_config)
     weights = {name: tensor.clone() for name, tensor in server.model.state_dict().items()}
@@ -202,16 +230,153 @@ def test_multimodal_requests_are_refused(model_config):
         asyncio.run(server.generate([1, 2, 3], dict(SAMPLING), request_id="0", image_data=[object()]))
 
 
-def test_recorder_gathers_each_sampled_token():
-    recorder = ChosenTokenLogProbs(temperature=2.0)
-    logits = [torch.tensor([[0.0, 1.0, 2.0]]), torch.tensor([[3.0, 0.0, 0.0]])]  # 2 steps x [B=1, V=3]
-    sequences = torch.tensor([[5]])  # the prompt
-    for step_logits, token in zip(logits, [2, 0]):
-        recorder(sequences, step_logits)
-        sequences = torch.cat([sequences, torch.tensor([[token]])], dim=1)
-    got = recorder.finish(sequences[:, 1:])  # [1, 2]
-    expected = torch.stack([torch.log_softmax(logits[0][0] / 2.0, -1)[2], torch.log_softmax(logits[1][0] / 2.0, -1)[0]])
-    assert torch.allclose(got[0], expected)
+def seeded(seed: int) -> dict:
+    return {**SAMPLING, SEED_PARAM: seed}
+
+
+def test_a_seeded_request_samples_the_same_response_whatever_it_is_batched_with(model_config):
+    prompt_list = prompts(model_config, 5)
+    alone = make_server(model_config)
+    (reference,) = asyncio.run(generate_all(alone, [prompt_list[2]], seeded(7)))
+
+    async def in_a_crowd(server):
+        # The same request among others (different prompts and seeds, different batch position and padding).
+        seeds = [100, 101, 7, 103, 104]
+        return await asyncio.gather(
+            *[server.generate(p, seeded(s), request_id=str(i)) for i, (p, s) in enumerate(zip(prompt_list, seeds))]
+        )
+
+    crowd = make_server(model_config)
+    torch.manual_seed(12345)  # the process-wide RNG plays no part
+    outputs = asyncio.run(in_a_crowd(crowd))
+    assert crowd.stats()["batches_served"] == 1
+    assert outputs[2].token_ids == reference.token_ids
+    assert torch.allclose(torch.tensor(outputs[2].log_probs), torch.tensor(reference.log_probs), atol=FP32_AGREEMENT)
+
+
+def test_one_prompt_with_different_seeds_gives_different_responses(model_config):
+    server = make_server(model_config)
+    prompt = prompts(model_config, 1)[0]
+
+    async def group():
+        return await asyncio.gather(*[server.generate(prompt, seeded(s), request_id=str(s)) for s in range(4)])
+
+    first, again = asyncio.run(group()), asyncio.run(group())
+    assert [o.token_ids for o in first] == [o.token_ids for o in again]
+    assert len({tuple(o.token_ids) for o in first}) == 4  # a tiny random model: responses are near-random bytes
+
+
+def test_requests_without_a_seed_are_sampled(model_config):
+    server = make_server(model_config)
+    outputs = asyncio.run(generate_all(server, prompts(model_config, 2)))
+    assert all(len(o.token_ids) >= 1 for o in outputs)
+
+
+def test_a_seed_that_is_not_an_integer_is_refused(model_config):
+    server = make_server(model_config)
+    with pytest.raises(ValueError, match="must be an integer"):
+        asyncio.run(server.generate([1, 2, 3], seeded("abc"), request_id="0"))
+
+
+# --- the sampler ------------------------------------------------------------------------------------------------------
+
+VOCAB = 6
+LOGITS = torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0, -3.0], [0.0, 0.0, 3.0, 1.0, 0.0, -2.0]])  # [B=2, V=6]
+DRAWS = 4000
+
+
+def key(**changes) -> SamplingKey:
+    base = dict(
+        do_sample=True,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        repetition_penalty=1.0,
+        ignore_eos=False,
+        want_log_probs=True,
+    )
+    return SamplingKey(**{**base, **changes})
+
+
+def frequencies(sampling_key: SamplingKey, logits: torch.Tensor = LOGITS) -> torch.Tensor:
+    """Frequencies [B, V] of each token over ``DRAWS`` draws per row (one call: each row repeated, own generator)."""
+    rows = logits.repeat_interleave(DRAWS, dim=0)  # [B * DRAWS, V]
+    generators = [request_generator(seed, [1, 2]) for seed in range(rows.shape[0])]
+    tokens, _ = sample_next_tokens(rows, sampling_key, generators)  # [B * DRAWS]
+    counts = torch.nn.functional.one_hot(tokens, logits.shape[1]).reshape(logits.shape[0], DRAWS, -1).sum(dim=1)
+    return counts.float() / DRAWS
+
+
+def test_sampler_draws_from_the_tempered_distribution():
+    temperature = 0.7
+    expected = torch.softmax(LOGITS / temperature, dim=-1)
+    # Binomial standard error at DRAWS draws is <= 0.008; 4 standard errors.
+    assert torch.allclose(frequencies(key(temperature=temperature)), expected, atol=0.032)
+
+
+def test_sampler_top_k_and_top_p_keep_only_the_likely_tokens():
+    top_k = frequencies(key(top_k=2))
+    assert (top_k[0, 2:] == 0).all() and (top_k[1, [0, 1, 4, 5]] == 0).all()
+    probs = torch.softmax(LOGITS, dim=-1)
+    # Row 0 holds 0.61 on token 0 and 0.84 on tokens {0, 1}: top_p=0.7 keeps exactly those two.
+    top_p = frequencies(key(top_p=0.7))
+    assert (top_p[0, 2:] == 0).all()
+    assert torch.allclose(top_p[0, :2], probs[0, :2] / probs[0, :2].sum(), atol=0.032)
+    # A top_p below the largest probability keeps the most likely token only.
+    assert (frequencies(key(top_p=0.1)).argmax(dim=-1) == LOGITS.argmax(dim=-1)).all()
+    assert (frequencies(key(top_p=0.1)).max(dim=-1).values == 1).all()
+
+
+def test_sampler_log_probs_are_of_the_untruncated_tempered_distribution():
+    temperature = 0.5
+    generators = [request_generator(row, []) for row in range(2)]
+    tokens, log_probs = sample_next_tokens(LOGITS, key(temperature=temperature, top_k=1), generators)
+    assert torch.equal(tokens, LOGITS.argmax(dim=-1))
+    expected = torch.log_softmax(LOGITS / temperature, dim=-1).gather(1, tokens[:, None])[:, 0]
+    assert torch.allclose(log_probs, expected)
+
+
+def test_greedy_takes_the_argmax_with_log_probs_at_temperature_one():
+    tokens, log_probs = sample_next_tokens(LOGITS, key(do_sample=False, temperature=0.0), generators=[])
+    assert torch.equal(tokens, LOGITS.argmax(dim=-1))
+    assert torch.allclose(log_probs, torch.log_softmax(LOGITS, dim=-1).max(dim=-1).values)
+
+
+def test_repetition_penalty_matches_transformers():
+    from transformers import RepetitionPenaltyLogitsProcessor
+
+    seen = torch.tensor([[0, 3, 3], [2, 5, 1]])  # [B, L]
+    expected = RepetitionPenaltyLogitsProcessor(penalty=1.3)(seen, LOGITS.clone())
+    assert torch.allclose(penalize_repetitions(LOGITS, seen, 1.3), expected)
+    # Greedy with a penalty turns away from a repeated favourite: row 1's 3.0 / 1.3 = 2.3 still wins, row 0's
+    # 2.0 / 9 (penalty 9) loses to token 1.
+    tokens, _ = sample_next_tokens(LOGITS, key(do_sample=False, repetition_penalty=9.0), [], seen=seen)
+    assert tokens.tolist() == [1, 3]
+
+
+def test_a_rows_draws_depend_on_its_generator_only():
+    logits = torch.randn(5, 50, generator=torch.Generator().manual_seed(0))  # [B=5, V=50]
+
+    def tokens_of(rows: list[int]) -> list[list[int]]:
+        generators = [request_generator(1000 + row, [row]) for row in rows]
+        return [sample_next_tokens(logits[rows], key(), generators)[0].tolist() for _ in range(20)]
+
+    together = tokens_of([0, 1, 2, 3, 4])
+    for row in range(5):
+        assert [step[row] for step in together] == [step[0] for step in tokens_of([row])]
+    # Another order of the same rows: each row keeps its own draws.
+    shuffled = tokens_of([3, 1, 4, 0, 2])
+    assert [step[2] for step in shuffled] == [step[4] for step in together]
+
+
+def test_seeds_are_stable_and_spread():
+    assert request_seed(42, 1, False, 7, 0, 0) == request_seed(42, 1, False, np.int64(7), 0, 0)
+    seeds = {request_seed(42, step, False, index, n, 0) for step in range(3) for index in range(10) for n in range(4)}
+    seeds |= {request_seed(42, step, False, index, 0, n) for step in range(3) for index in range(10) for n in range(4)}
+    assert len(seeds) == 3 * 10 * 4 * 2 - 3 * 10  # (n, 0) and (0, n) coincide for n = 0 only
+    assert all(0 <= seed < 2**SEED_BITS for seed in seeds)
+    assert generator_seed(5, [1, 2, 3]) == generator_seed(5, [1, 2, 3]) != generator_seed(5, [1, 2, 3, 4])
+    assert generator_seed(5, [1, 2, 3]) != generator_seed(6, [1, 2, 3])
 
 
 @pytest.mark.parametrize(

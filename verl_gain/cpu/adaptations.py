@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import os
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -308,6 +310,135 @@ def use_patched_debug_metrics(trainer_base: ModuleType) -> None:
     trainer_base.calculate_debug_metrics = wrap_debug_metrics(original)
 
 
+# --- 7. reproducible runs: seeded rollout requests, a V1 batch order independent of timing ----------------------------
+
+TRAJECTORY_FIELDS = ("step", "sample_index", "rollout_n", "validate")
+"""What verl's agent loop knows of each request (``get_trajectory_info``), the inputs of its seed."""
+V1_SESSION_ARG = "session_id"
+"""Which of a sample's ``rollout.n`` responses a V1 agent-loop call is (``AgentLoopWorkerTQ._run_prompt`` passes
+``session_id=i``; the legacy trainer repeats the row instead and the trajectory's ``rollout_n`` counts the copies)."""
+
+
+def wrap_run_agent_loop(original: Callable) -> Callable:
+    """``AgentLoopWorker._run_agent_loop`` that puts the request's seed in its sampling parameters (unless set).
+
+    The seed comes from ``rollout.seed``, the trajectory and the V1 session (``verl_gain.cpu.sampling.request_seed``):
+    the same run seed, step, sample and response number give the same seed, whichever server the request reaches and
+    whatever it is batched with.
+    """
+    if getattr(original, "__verl_gain_patched__", False):
+        return original
+    from verl_gain.cpu.sampling import SEED_PARAM, request_seed
+
+    @functools.wraps(original)
+    def _run_agent_loop(self, sampling_params, trajectory, *args, **kwargs):
+        if SEED_PARAM not in sampling_params:
+            seed = request_seed(
+                self.rollout_config.seed,
+                trajectory["step"],
+                trajectory["validate"],
+                trajectory["sample_index"],
+                trajectory["rollout_n"],
+                kwargs.get(V1_SESSION_ARG, 0),
+            )
+            sampling_params = {**sampling_params, SEED_PARAM: seed}
+        return original(self, sampling_params, trajectory, *args, **kwargs)
+
+    _run_agent_loop.__verl_gain_patched__ = True
+    return _run_agent_loop
+
+
+def patch_agent_loop_seeds(agent_loop: ModuleType) -> None:
+    worker = _require_attr(agent_loop, "AgentLoopWorker", "seeded_rollout_requests")
+    original = _require_attr(worker, "_run_agent_loop", "seeded_rollout_requests")
+    parameters = list(inspect.signature(original).parameters)
+    _require(
+        parameters[:3] == ["self", "sampling_params", "trajectory"],
+        "seeded_rollout_requests",
+        "AgentLoopWorker._run_agent_loop(self, sampling_params, trajectory, ...) changed its signature",
+    )
+    trajectory_source = inspect.getsource(_require_attr(agent_loop, "get_trajectory_info", "seeded_rollout_requests"))
+    _require(
+        all(f'"{name}"' in trajectory_source for name in TRAJECTORY_FIELDS),
+        "seeded_rollout_requests",
+        f"get_trajectory_info no longer records {TRAJECTORY_FIELDS}",
+    )
+    worker._run_agent_loop = wrap_run_agent_loop(original)
+
+
+class SequentialUUIDs:
+    """Stands in for the ``uuid`` module in verl's V1 trainer: ``uuid4()`` counts up (0, 1, 2, ... in the low bits of
+    a version-4 UUID), every other name is the real module's.
+
+    The V1 trainer names each prompt group by a random ``uuid4``; with a counter, a rerun names the same prompt the
+    same way, in data-loader order, so that sorting a batch by key (``deterministic_trajectory_order``) is the same
+    order in every run. The names stay unique within the process, which is all the trainer needs of them.
+    """
+
+    def __init__(self, module: ModuleType):
+        self._module = module
+        self._counter = itertools.count()
+
+    def uuid4(self) -> uuid.UUID:
+        return uuid.UUID(int=next(self._counter), version=4)  # the counter stays below the version/variant bits
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._module, name)
+
+
+def use_sequential_prompt_uids(trainer_base: ModuleType) -> None:
+    module = _require_attr(trainer_base, "uuid", "reproducible_v1_batches")
+    if isinstance(module, SequentialUUIDs):
+        return
+    trainer = _require_attr(trainer_base, "PPOTrainer", "reproducible_v1_batches")
+    _require(
+        "uuid.uuid4()" in inspect.getsource(trainer),
+        "reproducible_v1_batches",
+        "PPOTrainer no longer names prompt groups with uuid.uuid4()",
+    )
+    trainer_base.uuid = SequentialUUIDs(module)
+
+
+def trajectory_order(key: str) -> tuple[str, int, int]:
+    """Sort key of a V1 trajectory key ``{uid}_{session_id}_{index}`` (verl sorts its rollout dumps the same way)."""
+    parts = key.rsplit("_", 2)
+    if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+        return parts[0], int(parts[1]), int(parts[2])
+    return key, 0, 0
+
+
+def wrap_materialize_batch(original: Callable) -> Callable:
+    """``ReplayBuffer._materialize_batch`` returning its keys (and their tags) sorted by ``trajectory_order``.
+
+    verl lists a batch's trajectories in the order they finished, which changes from run to run; every float sum the
+    trainer takes over the batch (losses, gradients, metrics) then changes in its last bits.
+    """
+    if getattr(original, "__verl_gain_patched__", False):
+        return original
+
+    @functools.wraps(original)
+    def _materialize_batch(self, *args, **kwargs):
+        batch = original(self, *args, **kwargs)
+        order = sorted(range(len(batch.keys)), key=lambda i: trajectory_order(batch.keys[i]))
+        batch.keys = [batch.keys[i] for i in order]
+        batch.tags = [batch.tags[i] for i in order]
+        return batch
+
+    _materialize_batch.__verl_gain_patched__ = True
+    return _materialize_batch
+
+
+def patch_replay_buffer_order(replay_buffer: ModuleType) -> None:
+    buffer = _require_attr(replay_buffer, "ReplayBuffer", "reproducible_v1_batches")
+    original = _require_attr(buffer, "_materialize_batch", "reproducible_v1_batches")
+    _require(
+        "return KVBatchMeta(partition_id=partition_id, keys=keys, tags=tags)" in inspect.getsource(original),
+        "reproducible_v1_batches",
+        "ReplayBuffer._materialize_batch no longer returns KVBatchMeta(keys, tags)",
+    )
+    buffer._materialize_batch = wrap_materialize_batch(original)
+
+
 RUNTIME_PATCHES: tuple[RuntimePatch, ...] = (
     RuntimePatch(
         name="cpu_platform",
@@ -398,6 +529,40 @@ RUNTIME_PATCHES: tuple[RuntimePatch, ...] = (
         removal="with log_prob_agreement_metric",
         module="verl.trainer.ppo.v1.trainer_base",
         apply=use_patched_debug_metrics,
+    ),
+    RuntimePatch(
+        name="seeded_rollout_requests",
+        what="the agent loop adds a per-request seed from rollout.seed, the step, the sample and its rollout number "
+        "to each request's sampling_params",
+        why="the server sees only prompt ids and a random request id: without a seed per request, a rerun with the "
+        "same rollout.seed samples other responses once requests are batched or routed differently",
+        verl_location="experimental/agent_loop/agent_loop.py:661",
+        location_text="async def _run_agent_loop(",
+        removal="verl passes a per-request seed to every rollout server (today: vLLM under full_determinism only, "
+        "one seed for all requests of a replica)",
+        module="verl.experimental.agent_loop.agent_loop",
+        apply=patch_agent_loop_seeds,
+    ),
+    RuntimePatch(
+        name="reproducible_v1_batches",
+        what="the V1 trainer names prompt groups by a counter instead of uuid4 (trainer_base's uuid module)",
+        why="the V1 batch lists trajectories in the order they finished: a rerun with the same seed sums losses, "
+        "gradients and metrics in another order and differs in the last bits (~1e-7), then drifts",
+        verl_location="trainer/ppo/v1/trainer_base.py:1476",
+        location_text='batch_dict["uid"] = np.array([str(uuid.uuid4())',
+        removal="verl orders the V1 batch deterministically",
+        module="verl.trainer.ppo.v1.trainer_base",
+        apply=use_sequential_prompt_uids,
+    ),
+    RuntimePatch(
+        name="reproducible_v1_batches_order",
+        what="ReplayBuffer._materialize_batch sorts the batch's trajectory keys (prompt uid, session, output)",
+        why="with reproducible_v1_batches: the sorted order is the same in every run",
+        verl_location="trainer/ppo/v1/replay_buffer.py:394",
+        location_text="def _materialize_batch(",
+        removal="with reproducible_v1_batches",
+        module="verl.trainer.ppo.v1.replay_buffer",
+        apply=patch_replay_buffer_order,
     ),
 )
 

@@ -1,4 +1,4 @@
-"""The "hf" rollout backend: verl's rollout server interface on top of Hugging Face ``generate``.
+"""The "hf" rollout backend: verl's rollout server interface on top of a Hugging Face model, for CPUs.
 
 verl 0.9 generates through a rollout server per replica (vLLM/SGLang/TensorRT-LLM, all GPU-only) that the agent
 loop calls one request at a time (``server.generate.remote(prompt_ids, sampling_params, ...)``), and that the
@@ -7,9 +7,10 @@ rollout name (registered by ``verl_gain.cpu.adaptations``, patch ``hf_rollout``)
 
 - ``HFRolloutServer`` (a Ray actor, one per replica) holds its own copy of the model. Concurrent ``generate`` calls
   are queued and served in batches: the server collects requests until none has arrived for ``batch_wait_ms`` (or
-  the batch is full, or ``max_batch_wait_ms`` has passed), and requests that share sampling parameters go through
-  one left-padded ``model.generate`` call, in a thread so that the actor keeps accepting
-  requests meanwhile. It returns the sampled token ids with their log-probs, and replaces its weights on
+  the batch is full, or ``max_batch_wait_ms`` has passed), and requests that share sampling parameters are decoded
+  together (``verl_gain.cpu.decoding``'s static-cache loop, or ``model.generate``), in a thread so that the actor
+  keeps accepting requests meanwhile. Each request samples from its own seeded generator
+  (``verl_gain.cpu.sampling``). It returns the sampled token ids with their log-probs, and replaces its weights on
   ``update_weights``, verifying that every parameter now equals (bit for bit) what the trainer sent.
 - ``HFRolloutAdapter`` (verl's ``BaseRollout``) lives in each trainer worker: on a weight update every rank drains
   verl's weight generator (FSDP2's ``full_tensor()`` is a collective), and the first rank of each replica ships the
@@ -28,13 +29,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import os
+import random
 import threading
 import time
+import warnings
 import zlib
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import numpy as np
 import ray
 import torch
 from transformers import AutoModelForCausalLM, GenerationConfig, LogitsProcessor, LogitsProcessorList
@@ -43,7 +48,14 @@ from verl.workers.config import HFModelConfig, RolloutConfig
 from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutMode, RolloutReplica, TokenOutput
 
+from verl_gain.cpu.decoding import (
+    DECODE_ATTENTION,
+    StaticCacheDecoder,
+    register_decode_attention,
+    static_decoding_unsupported,
+)
 from verl_gain.cpu.environment import HF_ROLLOUT_NAME, worker_env_vars
+from verl_gain.cpu.sampling import SEED_BITS, SEED_PARAM, SamplingKey, request_generator, sample_next_tokens
 from verl_gain.inference import DTYPES, cut_at_end, left_padded
 
 logger = logging.getLogger(__name__)
@@ -56,6 +68,11 @@ on a loaded 2-core machine (tokenising, two Ray calls each); a batch closed on t
 of the step waiting for a whole second ``generate`` call."""
 DEFAULT_MAX_BATCH_WAIT_MS = 2000.0
 """Longest time the first request of a batch waits for others (bounds latency when requests keep trickling in)."""
+STATIC_DECODER = "static"
+"""The server's own decode loop on a static KV cache (``verl_gain.cpu.decoding``)."""
+GENERATE_DECODER = "generate"
+"""HF ``generate`` (any model transformers can generate with; slower on a CPU)."""
+DECODERS = (STATIC_DECODER, GENERATE_DECODER)
 DUMMY_LOAD_FORMAT = "dummy"
 """verl's load format for "random weights now, real weights from the first sync" (its default)."""
 STOP_COMPLETED = "completed"
@@ -76,6 +93,8 @@ class HFRolloutOptions:
         max_batch_wait_ms: ... or once its first request has waited this long.
         verify_weights: check every parameter against the trainer's CRC-32 after each weight update.
         num_threads: torch intra-op threads of the server (None: leave Ray's setting).
+        decoder: ``static`` (the server's own decode loop, models in ``STATIC_DECODER_MODEL_TYPES``; others fall
+            back to ``generate``) or ``generate`` (HF ``generate``).
     """
 
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
@@ -83,6 +102,7 @@ class HFRolloutOptions:
     max_batch_wait_ms: float = DEFAULT_MAX_BATCH_WAIT_MS
     verify_weights: bool = True
     num_threads: int | None = None
+    decoder: str = STATIC_DECODER
 
     def __post_init__(self):
         if self.max_batch_size < 1:
@@ -97,6 +117,8 @@ class HFRolloutOptions:
             )
         if self.num_threads is not None and self.num_threads < 1:
             raise ValueError(f"engine_kwargs.hf.num_threads must be >= 1 or null, got {self.num_threads}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"engine_kwargs.hf.decoder must be one of {DECODERS}, got {self.decoder!r}")
 
     @classmethod
     def from_rollout_config(cls, config: RolloutConfig) -> HFRolloutOptions:
@@ -115,6 +137,36 @@ def tensor_digest(tensor: torch.Tensor) -> int:
     """CRC-32 of a tensor's bytes (shape and dtype are compared separately)."""
     flat = tensor.detach().contiguous().reshape(-1)
     return zlib.crc32(flat.view(torch.uint8).numpy())
+
+
+@dataclass(frozen=True)
+class HostTensor:
+    """A host tensor as its raw bytes in a NumPy array, the form in which the adapter sends weights to the server.
+
+    Ray pickles a torch tensor's bytes into the message, but passes NumPy arrays out of band (pickle protocol 5)
+    through its object store, where the receiver reads them in place: SmolLM2-135M's state dict (651 MB) took 1.4-2.0 s
+    per call as torch tensors and 0.12-0.42 s as NumPy arrays on the 2-core development machine. Bytes rather than
+    values, so that every dtype travels (NumPy has no bfloat16).
+
+    Attributes:
+        data: uint8 [number of bytes], the tensor's bytes in C order.
+        dtype, shape: of the tensor.
+    """
+
+    data: np.ndarray
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+    @classmethod
+    def of(cls, tensor: torch.Tensor) -> HostTensor:
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        return cls(data=flat.view(torch.uint8).numpy(), dtype=tensor.dtype, shape=tuple(tensor.shape))
+
+    def tensor(self) -> torch.Tensor:
+        """The tensor, a view of ``data`` (read-only where Ray delivered it: copy from it, never into it)."""
+        with warnings.catch_warnings():  # torch warns that a read-only array gives a tensor it must not write
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            return torch.from_numpy(self.data).view(self.dtype).reshape(self.shape)
 
 
 def server_name(replica_rank: int, name_suffix: str = "", role: str = "") -> str:
@@ -146,47 +198,35 @@ def rollout_world_size(config: RolloutConfig) -> int:
     return config.tensor_model_parallel_size * config.data_parallel_size * config.pipeline_model_parallel_size
 
 
-class ChosenTokenLogProbs(LogitsProcessor):
-    """Records log softmax(z / T)[y_t] of each sampled token y_t, keeping one step of log-probs in memory.
+class SeededSampler(LogitsProcessor):
+    """Chooses every row's next token itself (``sample_next_tokens``, one generator per request) and records its
+    log-prob; ``generate`` runs greedy and takes the one token left at a finite score.
 
-    ``generate`` calls a logits processor once per step with the sequences so far; the token chosen at step t shows
-    up as the last column at step t+1, so the log-probs of step t are kept until then (and the last step's are
-    gathered by ``finish``). Placed in ``logits_processor``, it runs before the temperature/top-k/top-p warpers and
-    sees the model's logits.
+    With no sampling options in the generation config it is the only logits processor, and sees the model's logits.
     """
 
-    def __init__(self, temperature: float):
-        self.temperature = temperature
-        self._previous: torch.Tensor | None = None  # [B, V] log-probs of the last step
-        self._chosen: list[torch.Tensor] = []  # T x [B]
+    def __init__(self, key: SamplingKey, generators: list[torch.Generator], pad_widths: list[int]):
+        self.key = key
+        self.generators = generators
+        self.pad_widths = pad_widths  # left padding of each row: not tokens the repetition penalty may count
+        self._log_probs: list[torch.Tensor] = []  # T x [B]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self._previous is not None:
-            self._chosen.append(self._previous.gather(1, input_ids[:, -1:]).squeeze(1))  # [B]
-        self._previous = torch.log_softmax(scores.float() / self.temperature, dim=-1)  # [B, V]
-        return scores
+        seen = None
+        if self.key.repetition_penalty != 1.0:
+            seen = input_ids.clone()  # [B, P + t]
+            for row, width in enumerate(self.pad_widths):
+                seen[row, :width] = seen[row, width]  # pads become a copy of a real token (penalised once anyway)
+        tokens, log_probs = sample_next_tokens(scores, self.key, self.generators, seen)  # [B], [B]
+        self._log_probs.append(log_probs)
+        forced = torch.full_like(scores, float("-inf"))  # [B, V]
+        return forced.scatter_(1, tokens.unsqueeze(1), 0.0)
 
-    def finish(self, new_tokens: torch.Tensor) -> torch.Tensor:
+    def log_probs(self, new_tokens: torch.Tensor) -> torch.Tensor:
         """Log-probs [B, T] of ``new_tokens`` [B, T] (the generated part of the sequences)."""
-        if self._previous is not None:
-            self._chosen.append(self._previous.gather(1, new_tokens[:, -1:]).squeeze(1))  # [B]
-            self._previous = None
-        if not self._chosen:
+        if not self._log_probs:
             return torch.zeros(new_tokens.shape, dtype=torch.float32)
-        return torch.stack(self._chosen, dim=1)  # [B, T]
-
-
-@dataclass(frozen=True)
-class SamplingKey:
-    """Sampling parameters that must be equal for requests to share a ``generate`` call."""
-
-    do_sample: bool
-    temperature: float
-    top_p: float
-    top_k: int
-    repetition_penalty: float
-    ignore_eos: bool
-    want_log_probs: bool
+        return torch.stack(self._log_probs, dim=1)[:, : new_tokens.shape[1]]  # [B, T]
 
 
 @dataclass
@@ -194,6 +234,7 @@ class _Request:
     prompt_ids: list[int]
     max_tokens: int
     key: SamplingKey
+    seed: int  # the request's seed (``sampling.SEED_PARAM``), or one drawn by the server
     future: asyncio.Future = field(repr=False)
 
 
@@ -214,12 +255,16 @@ class HFRolloutServer:
         self.replica_rank = replica_rank
         if self.options.num_threads is not None:
             torch.set_num_threads(self.options.num_threads)
-        torch.manual_seed(self.config.seed + replica_rank)
+        torch.manual_seed(self.config.seed + replica_rank)  # the random weights of load_format=dummy
+        # Seeds of requests that come without one (verl's agent loop sends one, see ``sampling.request_seed``):
+        # reproducible only as far as the order in which such requests arrive.
+        self._unseeded = random.Random(self.config.seed + replica_rank)
 
         tokenizer = self.model_config.tokenizer
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.eos_token_ids = self._eos_token_ids(tokenizer)
         self.model = self._load_model()
+        self.decoder = self._choose_decoder()
         self.global_steps: int | None = None
         self.weight_updates = 0
 
@@ -264,6 +309,21 @@ class HFRolloutServer:
         )
         return model.eval()
 
+    def _choose_decoder(self) -> StaticCacheDecoder | None:
+        """The static decoder (None: ``generate``), with the model switched to its attention function."""
+        if self.options.decoder == GENERATE_DECODER:
+            return None
+        unsupported = static_decoding_unsupported(self.model.config)
+        if unsupported is None:
+            register_decode_attention()
+            self.model.set_attn_implementation(DECODE_ATTENTION)
+            if self.model.config._attn_implementation != DECODE_ATTENTION:
+                unsupported = f"{type(self.model).__name__} does not take an attention function"
+        if unsupported is not None:
+            logger.warning("hf rollout decodes with generate: the static decoder cannot run it (%s)", unsupported)
+            return None
+        return StaticCacheDecoder(self.model, self.pad_token_id)
+
     def get_server_address(self) -> str:
         """The server's name, which verl's load balancer uses as its address (there is no HTTP endpoint)."""
         return self.name
@@ -298,6 +358,15 @@ class HFRolloutServer:
             want_log_probs=bool(sampling_params.get("logprobs", False)),
         )
 
+    def _request_seed(self, sampling_params: dict[str, Any]) -> int:
+        seed = sampling_params.get(SEED_PARAM)
+        if seed is None:
+            return self._unseeded.getrandbits(SEED_BITS)
+        try:
+            return operator.index(seed) % (1 << SEED_BITS)
+        except TypeError:
+            raise ValueError(f"sampling_params[{SEED_PARAM!r}] must be an integer, got {seed!r}") from None
+
     async def generate(
         self,
         prompt_ids: list[int],
@@ -319,6 +388,7 @@ class HFRolloutServer:
             prompt_ids=prompt_ids,
             max_tokens=self._max_tokens(prompt_ids, sampling_params),
             key=self._sampling_key(sampling_params),
+            seed=self._request_seed(sampling_params),
             future=asyncio.get_running_loop().create_future(),
         )
         self._queue.append(request)
@@ -371,22 +441,47 @@ class HFRolloutServer:
                 return
             seen = len(self._queue)
 
-    @torch.no_grad()
     def _generate_batch(self, batch: list[_Request]) -> list[TokenOutput]:
-        """One left-padded ``generate`` call for requests that share sampling parameters."""
+        """Responses to requests that share sampling parameters, decoded together."""
         key = batch[0].key
+        generators = [request_generator(request.seed, request.prompt_ids) for request in batch]
+        end_tokens = [] if key.ignore_eos else self.eos_token_ids
+        if self.decoder is not None:
+            with self._model_lock:
+                responses, log_probs = self.decoder.decode(
+                    [request.prompt_ids for request in batch],
+                    [request.max_tokens for request in batch],
+                    key,
+                    generators,
+                    end_tokens,
+                )
+        else:
+            responses, log_probs = self._generate_with_hf(batch, key, generators)
+        return [
+            TokenOutput(
+                token_ids=tokens,
+                log_probs=row_log_probs if key.want_log_probs else None,
+                stop_reason=STOP_COMPLETED,
+                extra_fields={"global_steps": self.global_steps},
+            )
+            for tokens, row_log_probs in zip(responses, log_probs, strict=True)
+        ]
+
+    @torch.no_grad()
+    def _generate_with_hf(
+        self, batch: list[_Request], key: SamplingKey, generators: list[torch.Generator]
+    ) -> tuple[list[list[int]], list[list[float]]]:
+        """One left-padded ``generate`` call: each row's tokens and their log-probs."""
         input_ids, attention_mask = left_padded([request.prompt_ids for request in batch], self.pad_token_id)  # [B, P]
         prompt_width = input_ids.shape[1]
         max_tokens = max(request.max_tokens for request in batch)
-        temperature = key.temperature if key.do_sample else 1.0
-        recorder = ChosenTokenLogProbs(temperature=temperature)
+        sampler = SeededSampler(
+            key, generators=generators, pad_widths=[prompt_width - len(request.prompt_ids) for request in batch]
+        )
+        # Greedy over the sampler's one finite score per row: the sampler does temperature, top-k/p, the penalty.
         generation_config = GenerationConfig(
             max_new_tokens=max_tokens,
-            do_sample=key.do_sample,
-            temperature=key.temperature if key.do_sample else None,
-            top_p=key.top_p if key.do_sample else None,
-            top_k=key.top_k if key.do_sample else None,
-            repetition_penalty=key.repetition_penalty,
+            do_sample=False,
             eos_token_id=None if key.ignore_eos else self.eos_token_ids,
             pad_token_id=self.pad_token_id,
         )
@@ -395,25 +490,18 @@ class HFRolloutServer:
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 generation_config=generation_config,
-                logits_processor=LogitsProcessorList([recorder]),
+                logits_processor=LogitsProcessorList([sampler]),
             )  # [B, P + T]
         new_tokens = sequences[:, prompt_width:]  # [B, T]
-        log_probs = recorder.finish(new_tokens)  # [B, T]
-        outputs = []
+        log_probs = sampler.log_probs(new_tokens)  # [B, T]
+        responses, response_log_probs = [], []
         for row, request in enumerate(batch):
             tokens = new_tokens[row, : request.max_tokens].tolist()
             if not key.ignore_eos:
                 tokens, _ = cut_at_end(tokens, self.eos_token_ids)  # the end token is part of the response (vLLM)
-            length = len(tokens)
-            outputs.append(
-                TokenOutput(
-                    token_ids=tokens,
-                    log_probs=log_probs[row, :length].tolist() if key.want_log_probs else None,
-                    stop_reason=STOP_COMPLETED,
-                    extra_fields={"global_steps": self.global_steps},
-                )
-            )
-        return outputs
+            responses.append(tokens)
+            response_log_probs.append(log_probs[row, : len(tokens)].tolist())
+        return responses, response_log_probs
 
     # ----------------------------------------------------------------------------------------------------------
     # weights
@@ -431,14 +519,19 @@ class HFRolloutServer:
         return aliases
 
     def update_weights(
-        self, weights: dict[str, torch.Tensor], digests: dict[str, int] | None, global_steps: int | None = None
+        self,
+        weights: dict[str, torch.Tensor | HostTensor],
+        digests: dict[str, int] | None,
+        global_steps: int | None = None,
     ) -> dict[str, Any]:
-        """Load the trainer's full state dict; with ``verify_weights``, check every parameter against ``digests``.
+        """Load the trainer's full state dict (tensors, or ``HostTensor`` as the adapter sends them); with
+        ``verify_weights``, check every parameter against ``digests``.
 
         Raises ``WeightSyncError`` if a received name is unknown, a parameter was not sent, a shape differs, or a
         parameter's bytes after loading differ from the trainer's.
         """
         started = time.perf_counter()
+        weights = {name: w.tensor() if isinstance(w, HostTensor) else w for name, w in weights.items()}
         with self._model_lock, torch.no_grad():
             own = self.model.state_dict()
             unknown = sorted(set(weights) - set(own))
@@ -600,7 +693,8 @@ class HFRolloutAdapter(BaseRollout):
         digests = (
             {name: tensor_digest(tensor) for name, tensor in state.items()} if self.options.verify_weights else None
         )
-        await self._server_handle().update_weights.remote(state, digests, global_steps)
+        wire = {name: HostTensor.of(tensor) for name, tensor in state.items()}
+        await self._server_handle().update_weights.remote(wire, digests, global_steps)
 
 
 class HFRolloutReplica(RolloutReplica):

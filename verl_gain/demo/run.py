@@ -74,7 +74,7 @@ class DemoSettings:
         temperature: rollout temperature (the task's levels were measured at it: docs/results.md).
         learning_rate: actor learning rate.
         test_freq: held-out evaluation every this many steps (always before the first and after the last step).
-        seed: task, sampler and curriculum seed.
+        seed: sampler, curriculum and rollout seed (``rollout.seed``: a rerun samples the same responses).
         workers: trainer workers (FSDP data-parallel ranks on the CPU backend).
         precision: the CPU backend's ``cpu.precision`` (``auto``: bf16 where the CPU has bf16 instructions, else
             fp32; docs/cpu.md).
@@ -161,6 +161,7 @@ def trainer_overrides(settings: DemoSettings, model_dir: Path, train: Path, test
         "actor_rollout_ref.actor.use_kl_loss=false",  # no reference model: a third less compute per step
         f"actor_rollout_ref.rollout.n={settings.rollouts}",
         f"actor_rollout_ref.rollout.temperature={settings.temperature}",
+        f"actor_rollout_ref.rollout.seed={settings.seed}",
         f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={micro}",
         f"reward.custom_reward_function.path=pkg://{arithmetic.__name__}",
         "reward.custom_reward_function.name=compute_score",
