@@ -26,7 +26,8 @@ the chat template exactly as verl's agent loop does.
 
 Usage: python bench/bench_cpu_step.py [--steps 3] [--prompts 8] [--rollouts 4] [--response-length 128]
                                       [--workers 2] [--workers-per-server 1] [--micro-batch 2] [--label NAME]
-                                      [--floor-repeats 2] [--data ../shared/data/gsm8k/train.parquet]
+                                      [--floor-repeats 2] [--precision auto|bf16|fp32]
+                                      [--data ../shared/data/gsm8k/train.parquet]
                                       [--set KEY=VALUE ...]
 
 ``--label NAME`` writes the numbers to ``bench/results/cpu_step/NAME.json``. Memory: ~4 GB per trainer worker and
@@ -53,7 +54,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from verl_gain.cpu.decoding import DECODE_ATTENTION, StaticCacheDecoder, register_decode_attention
 from verl_gain.cpu.sampling import SamplingKey
 from verl_gain.demo.launcher import run_main  # the same subprocess runner and metrics reader as the demo and e2e tests
-from verl_gain.inference import DTYPES, pad_rows
+from verl_gain.inference import AUTO, PRECISIONS, pad_rows, resolve_cpu_precision
 from verl_gain.model_sources import SMOLLM2_NAME, resolve_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -95,7 +96,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--micro-batch", type=int, default=2, help="micro-batch size per worker (memory)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="a verl-format GSM8K parquet file")
     parser.add_argument("--model", default=SMOLLM2_NAME)
-    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="dtype of the floors' model")
+    parser.add_argument(
+        "--precision",
+        default=AUTO,
+        choices=PRECISIONS,
+        help="the run's cpu.precision and the floors' dtype (auto: bf16 where the CPU has bf16 instructions)",
+    )
     parser.add_argument("--floor-repeats", type=int, default=2, help="measurements per floor (the fastest counts)")
     parser.add_argument("--label", help="write the results to bench/results/cpu_step/LABEL.json")
     parser.add_argument(
@@ -146,6 +152,7 @@ def overrides(args: argparse.Namespace, model: Path, data: Path, run_dir: Path) 
         f"actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu={args.micro_batch}",
         "+ray_kwargs.ray_init.include_dashboard=false",
         "gain.enable=true",  # the pre-pass runs before the first step
+        f"cpu.precision={args.precision}",
         *args.extra,
     ]
 
@@ -346,7 +353,7 @@ def measure_floors(args, model_path: Path, data: pd.DataFrame, steps: list[StepR
     """``{step: {phase: floor seconds}}`` (and ``{"prepass": seconds}``) for the run's steps."""
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    dtype = DTYPES[args.dtype]
+    dtype = resolve_cpu_precision(args.precision, setting="--precision").dtype
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, attn_implementation=FLOOR_ATTENTION)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
     servers = args.workers // args.workers_per_server

@@ -407,12 +407,21 @@ def plot(results: list[dict[str, Any]], target: float, path: Path) -> None:
             continue
         acc = np.stack([c.acc for c in mine])  # [seeds, evaluations]
         band = np.array([bootstrap_interval(acc[:, [i]], lambda v: v.mean()) for i in range(acc.shape[1])])
-        ax.plot(mine[0].steps, acc.mean(axis=0), color=ARM_COLORS[arm], marker="o", label=f"{arm} ({len(mine)} seeds)")
+        ax.plot(
+            mine[0].steps,
+            acc.mean(axis=0),
+            color=ARM_COLORS[arm],
+            marker="o",
+            label=f"{arm} ({len(mine)} seed{'s' if len(mine) > 1 else ''})",
+        )
         ax.fill_between(mine[0].steps, band[:, 0], band[:, 1], color=ARM_COLORS[arm], alpha=0.15)
     ax.axhline(target, color="0.4", linestyle=":", linewidth=1, label="target (uniform's mean end)")
     ax.set_xlabel("GRPO step")
     ax.set_ylabel("held-out accuracy (greedy)")
-    ax.set_title(f"Sampling arms, SmolLM2-135M-Instruct on the arithmetic task (band: {CONFIDENCE:.0%} bootstrap)")
+    ax.set_title(
+        f"Sampling arms: SmolLM2-135M-Instruct, arithmetic task\n(bands: {CONFIDENCE:.0%} bootstrap over seeds)",
+        fontsize=10,
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
