@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.tiny import make_tiny_model, make_tiny_model_dir, make_tokenizer
+from tests.tiny import make_custom_code_model_dir, make_tiny_model, make_tiny_model_dir, make_tokenizer
 from verl_gain.cli import main as cli_main
 from verl_gain.core.angles import FIXED_SEGMENT, QUESTION_SEGMENT
 from verl_gain.scoring.capture import HiddenStateCapture
@@ -287,6 +287,21 @@ def test_unknown_model_and_model_without_template_are_refused(tiny_dir, tmp_path
     (bare / "chat_template.jinja").unlink(missing_ok=True)
     code, err = _cli(capsys, "--data", data, "--model", bare, "--out", tmp_path / "s.parquet")
     assert code == 2 and "has no chat template" in err and len(err.splitlines()) == 1
+
+
+def test_a_model_with_its_own_code_is_refused_with_the_flag_and_scored_with_it(tmp_path, capsys):
+    """A hub model with ``auto_map`` code: without ``--trust-remote-code`` one line naming the flag, before any
+    weights load; with it, scored (before: ``verl-gain score`` had no way to run such a model)."""
+    custom = make_custom_code_model_dir(tmp_path / "custom")
+    data = tmp_path / "data.parquet"
+    _rows(QUESTIONS[:3]).to_parquet(data)
+    out = tmp_path / "s.parquet"
+    code, err = _cli(capsys, "--data", data, "--model", custom, "--out", out)
+    assert code == 2 and len(err.splitlines()) == 1 and "--trust-remote-code" in err, err
+    assert not out.exists()
+    code, err = _cli(capsys, "--data", data, "--model", custom, "--out", out, "--trust-remote-code")
+    assert code == 0, err
+    assert read_scores(out)[0]["position"].tolist() == [0, 1, 2]
 
 
 def test_bad_options_are_refused_with_the_fix():

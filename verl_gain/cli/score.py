@@ -73,6 +73,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--no-early-exit", action="store_true", help="run the full forward pass instead of stopping at the capture"
     )
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run the model folder's own code (auto_map), as verl's actor_rollout_ref.model.trust_remote_code",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an --out scored with another fingerprint")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -111,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             dtype=args.dtype,
             early_exit=not args.no_early_exit,
+            trust_remote_code=args.trust_remote_code,
         )
         result = score_dataset(
             args.data, args.model, args.out, config, overwrite=args.overwrite, progress=not args.quiet

@@ -59,7 +59,7 @@ from verl_gain.inference import (
     resolve_dtype,
 )
 from verl_gain.output_paths import OutputPathError, check_output_file
-from verl_gain.scoring.capture import CapturePoint, HiddenStateCapture, resolve_capture_point
+from verl_gain.scoring.capture import CapturePoint, HiddenStateCapture, meta_model, resolve_capture_point
 from verl_gain.scoring.constants import (
     DEFAULT_CAPTURE,
     DEFAULT_CHUNK_SIZE,
@@ -106,6 +106,8 @@ class ScoreConfig:
         dtype: ``auto`` (bfloat16 on a GPU or a CPU with bf16 instructions, else float32) | ``float32`` |
             ``bfloat16`` | ``float16``. The statistics are accumulated in fp32 whatever the model's dtype.
         early_exit: stop each forward at the capture point (skips later layers and the LM head).
+        trust_remote_code: run the model folder's own code (``auto_map``), as verl's
+            ``actor_rollout_ref.model.trust_remote_code``; without it such a model is refused with the flag to set.
     """
 
     prompt_key: str = "prompt"
@@ -120,6 +122,7 @@ class ScoreConfig:
     device: str = "auto"
     dtype: str = "auto"
     early_exit: bool = True
+    trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt_key, str) or not self.prompt_key:
@@ -159,13 +162,23 @@ class ScoreConfig:
 
 
 # ------------------------------------------------------------------------------------------------- model loading
-def load_tokenizer(model_dir: str | os.PathLike) -> Any:
+REMOTE_CODE_FIX = " (pass --trust-remote-code to run the model folder's own code)"
+"""Appended to transformers' refusal of a model with its own code, which names a Python argument, not our flag."""
+
+
+def _remote_code_fix(error: Exception) -> str:
+    return REMOTE_CODE_FIX if "trust_remote_code" in str(error) else ""
+
+
+def load_tokenizer(model_dir: str | os.PathLike, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
-        raise ScoringInputError(f"cannot load the tokenizer of {model_dir}: {str(err).splitlines()[0]}") from None
+        raise ScoringInputError(
+            f"cannot load the tokenizer of {model_dir}: {str(err).splitlines()[0]}{_remote_code_fix(err)}"
+        ) from None
     if not getattr(tokenizer, "chat_template", None):
         raise ScoringInputError(
             f"model {str(model_dir)!r} has no chat template, so prompts cannot be rendered as verl's rollout renders "
@@ -174,26 +187,28 @@ def load_tokenizer(model_dir: str | os.PathLike) -> Any:
     return tokenizer
 
 
-def load_model(model_dir: str | os.PathLike, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+def load_model(
+    model_dir: str | os.PathLike, device: torch.device, dtype: torch.dtype, trust_remote_code: bool = False
+) -> torch.nn.Module:
     try:
-        model = load_causal_lm(model_dir, dtype)
+        model = load_causal_lm(model_dir, dtype, trust_remote_code=trust_remote_code)
     except ModelFilesError as err:
         raise ScoringInputError(str(err)) from None
     return model.to(device).eval()
 
 
-def resolve_capture_on_meta(model_dir: str | os.PathLike, spec: str | CapturePoint) -> None:
+def resolve_capture_on_meta(
+    model_dir: str | os.PathLike, spec: str | CapturePoint, trust_remote_code: bool = False
+) -> None:
     """Resolve a capture point against the model built from its config on the meta device (no weights are read),
     so that a bad ``--capture`` is refused before a model loads."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     try:
-        config = AutoConfig.from_pretrained(model_dir)
-        with torch.device("meta"):
-            meta_model = AutoModelForCausalLM.from_config(config)
+        skeleton = meta_model(model_dir, trust_remote_code)
     except (OSError, ValueError, KeyError) as err:
-        raise ScoringInputError(f"cannot read the config of model {model_dir}: {str(err).splitlines()[0]}") from None
-    resolve_capture_point(meta_model, spec)
+        raise ScoringInputError(
+            f"cannot read the config of model {model_dir}: {str(err).splitlines()[0]}{_remote_code_fix(err)}"
+        ) from None
+    resolve_capture_point(skeleton, spec)
 
 
 def check_scores_output(out: Path, overwrite: bool) -> None:
@@ -457,8 +472,8 @@ def score_dataset(
     except (FileNotFoundError, ModelFilesError) as err:
         raise ScoringInputError(str(err)) from None
     if loaded is None:
-        resolve_capture_on_meta(model_dir, config.capture)
-    tokenizer = loaded[1] if loaded else load_tokenizer(model_dir)
+        resolve_capture_on_meta(model_dir, config.capture, config.trust_remote_code)
+    tokenizer = loaded[1] if loaded else load_tokenizer(model_dir, config.trust_remote_code)
     model_config = json.loads((Path(model_dir) / "config.json").read_text())
     segmenter = PromptSegmenter(tokenizer, config.apply_chat_template_kwargs, model_config.get("model_type"))
     prepared = prepare_dataset(frame, segmenter, config, model_config.get("max_position_embeddings"))
@@ -472,7 +487,7 @@ def score_dataset(
         warning = resolve_cpu_precision(config.dtype, setting="--dtype").warning if config.dtype != "auto" else None
         if warning:
             print(f"verl-gain score: warning: {warning}", file=sys.stderr, flush=True)
-    net = loaded[0] if loaded else load_model(model_dir, device, dtype)
+    net = loaded[0] if loaded else load_model(model_dir, device, dtype, config.trust_remote_code)
     point = resolve_capture_point(net, config.capture)
     fingerprint = {
         "dataset": prepared.fingerprint,
