@@ -102,6 +102,15 @@ def check_model_weights(model_dir: str | os.PathLike) -> None:
             )
 
 
+REMOTE_CODE_FIX = " (pass --trust-remote-code to run the model folder's own code)"
+"""Appended to transformers' refusal of a model with its own code, which names a Python argument, not the CLI flag."""
+
+
+def remote_code_fix(error: Exception) -> str:
+    """``REMOTE_CODE_FIX`` when ``error`` is transformers refusing a model's own code, else ``""``."""
+    return REMOTE_CODE_FIX if "trust_remote_code" in str(error) else ""
+
+
 def load_causal_lm(model_dir: str | os.PathLike, dtype: torch.dtype, **kwargs: Any) -> torch.nn.Module:
     """``AutoModelForCausalLM.from_pretrained`` after ``check_model_weights``; a loader failure is one line."""
     from transformers import AutoModelForCausalLM
@@ -111,7 +120,7 @@ def load_causal_lm(model_dir: str | os.PathLike, dtype: torch.dtype, **kwargs: A
         return AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, **kwargs)
     except Exception as error:  # safetensors, torch.load and transformers raise many types for a bad file
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelFilesError(f"cannot load the model in {model_dir}: {first}") from None
+        raise ModelFilesError(f"cannot load the model in {model_dir}: {first}{remote_code_fix(error)}") from None
 
 
 def resolve_device(name: str) -> torch.device:

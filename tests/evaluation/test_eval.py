@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from recipes import prepare_code, prepare_math
-from tests.tiny import make_tiny_model_dir
+from tests.tiny import make_custom_code_model_dir, make_tiny_model_dir
 from verl_gain import cli
 from verl_gain.evaluation.benchmarks import (
     Benchmark,
@@ -77,6 +77,18 @@ def test_eval_command_writes_a_table_per_checkpoint(tmp_path, benchmarks, tiny_m
     printed = capsys.readouterr().out
     assert printed.count("| gsm8k | 3 | 3 |") == len(tiny_models)
     assert torch.get_num_threads() == threads  # --cpu-threads applied to the evaluation only
+
+
+def test_a_model_with_its_own_code_needs_trust_remote_code(tmp_path, benchmarks, capsys):
+    """Without ``--trust-remote-code`` one line naming the flag; with it, evaluated (before: no such flag)."""
+    custom = make_custom_code_model_dir(tmp_path / "custom")
+    argv = ["eval", "--model", str(custom), "--data", str(benchmarks[0]), "--max-new-tokens", "4", "--limit", "1"]
+    capsys.readouterr()
+    assert cli.main([*argv, "--output-dir", str(tmp_path / "refused")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--trust-remote-code" in err, err
+    assert cli.main([*argv, "--output-dir", str(tmp_path / "ok"), "--trust-remote-code"]) == 0
+    assert json.loads((tmp_path / "ok" / "results.json").read_text())["results"][str(custom)][0]["problems"] == 1
 
 
 def test_sampling_several_responses_per_problem(tmp_path, benchmarks, tiny_models):

@@ -38,6 +38,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--cpu-threads", type=positive_int, default=None, help="torch CPU threads (1 helps on a busy machine)"
     )
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run the model folder's own code (auto_map), as verl's actor_rollout_ref.model.trust_remote_code",
+    )
     parser.set_defaults(func=run)
 
 
@@ -57,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
             score_workers=args.score_workers,
             seed=args.seed,
             cpu_threads=args.cpu_threads,
+            trust_remote_code=args.trust_remote_code,
         )
         run_eval(args.model, args.data, args.output_dir, config)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:

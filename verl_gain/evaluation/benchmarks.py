@@ -48,6 +48,8 @@ class EvalConfig:
     seed: sampling seed.
     cpu_threads: torch's CPU threads (None: torch's default). On a busy machine 1 can be many times faster: idle
         threads spin waiting for each other.
+    trust_remote_code: run a model folder's own code (``auto_map``), as verl's
+        ``actor_rollout_ref.model.trust_remote_code``.
     """
 
     max_new_tokens: int = 1024
@@ -61,6 +63,7 @@ class EvalConfig:
     score_workers: int = 4
     seed: int = 0
     cpu_threads: int | None = None
+    trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -279,8 +282,8 @@ def evaluate_checkpoint(
     threads = torch.get_num_threads()  # restored afterwards: cpu_threads is for this evaluation only
     try:
         device, dtype = _torch_setup(config)
-        tokenizer = load_tokenizer(folder)
-        model = load_causal_lm(folder, dtype).to(device).eval()
+        tokenizer = load_tokenizer(folder, config.trust_remote_code)
+        model = load_causal_lm(folder, dtype, trust_remote_code=config.trust_remote_code).to(device).eval()
         results, records = [], []
         for benchmark in benchmarks:
             start = time.perf_counter()
@@ -299,17 +302,18 @@ def evaluate_checkpoint(
     return results, records
 
 
-def load_tokenizer(folder: Path) -> Any:
+def load_tokenizer(folder: Path, trust_remote_code: bool = False) -> Any:
     """The checkpoint's tokenizer; a missing or damaged one is one line (``CheckpointError``)."""
     from transformers import AutoTokenizer
 
     from verl_gain.evaluation.checkpoints import CheckpointError
+    from verl_gain.inference import remote_code_fix
 
     try:
-        return AutoTokenizer.from_pretrained(folder)
+        return AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except Exception as error:  # transformers raises OSError, ValueError, KeyError... for a broken tokenizer folder
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"cannot load the tokenizer of {folder}: {first}") from None
+        raise CheckpointError(f"cannot load the tokenizer of {folder}: {first}{remote_code_fix(error)}") from None
 
 
 def checkpoint_table(results: Sequence[BenchmarkResult]) -> str:

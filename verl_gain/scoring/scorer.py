@@ -54,6 +54,7 @@ from verl_gain.inference import (
     check_model_weights,
     load_causal_lm,
     pad_rows,
+    remote_code_fix,
     resolve_cpu_precision,
     resolve_device,
     resolve_dtype,
@@ -162,14 +163,6 @@ class ScoreConfig:
 
 
 # ------------------------------------------------------------------------------------------------- model loading
-REMOTE_CODE_FIX = " (pass --trust-remote-code to run the model folder's own code)"
-"""Appended to transformers' refusal of a model with its own code, which names a Python argument, not our flag."""
-
-
-def _remote_code_fix(error: Exception) -> str:
-    return REMOTE_CODE_FIX if "trust_remote_code" in str(error) else ""
-
-
 def load_tokenizer(model_dir: str | os.PathLike, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
@@ -177,7 +170,7 @@ def load_tokenizer(model_dir: str | os.PathLike, trust_remote_code: bool = False
         tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         raise ScoringInputError(
-            f"cannot load the tokenizer of {model_dir}: {str(err).splitlines()[0]}{_remote_code_fix(err)}"
+            f"cannot load the tokenizer of {model_dir}: {str(err).splitlines()[0]}{remote_code_fix(err)}"
         ) from None
     if not getattr(tokenizer, "chat_template", None):
         raise ScoringInputError(
@@ -206,7 +199,7 @@ def resolve_capture_on_meta(
         skeleton = meta_model(model_dir, trust_remote_code)
     except (OSError, ValueError, KeyError) as err:
         raise ScoringInputError(
-            f"cannot read the config of model {model_dir}: {str(err).splitlines()[0]}{_remote_code_fix(err)}"
+            f"cannot read the config of model {model_dir}: {str(err).splitlines()[0]}{remote_code_fix(err)}"
         ) from None
     resolve_capture_point(skeleton, spec)
 
