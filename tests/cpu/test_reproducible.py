@@ -16,6 +16,11 @@ from tests.e2e import base_overrides, make_fixture, run_main
 STEPS = 2
 NOT_REPRODUCIBLE = ("timing_s/", "timing_per_token_ms/", "perf/")
 """Metrics of time, throughput and memory (``actor/perf/...`` included): they measure the machine, not the run."""
+SERVER_LOG_PROB_METRICS = ("training/rollout_", "rollout_corr/")
+"""Comparisons of the rollout server's log-probs with the actor's. The server computes a token's log-prob inside a
+batch that timing composes, so it can move in its last bits (seen: 1e-8 under load; docs/cpu.md, "Reproducible
+runs"); the sampled tokens, the rewards and the update do not depend on it (the actor recomputes the log-probs)."""
+SERVER_LOG_PROB_TOLERANCE = 1e-6
 
 
 def rollouts(dump_dir: Path) -> list[dict]:
@@ -45,6 +50,13 @@ def run_with_seed(fixture, root: Path, seed: int) -> tuple[list[dict], dict[int,
     return rollouts(root / "rollouts"), metrics
 
 
+def split_server_log_prob_metrics(metrics: dict[int, dict]) -> tuple[dict[int, dict], dict[int, dict]]:
+    """(metrics that must agree bit for bit, the server log-prob comparisons that agree to a tolerance)."""
+    exact = {s: {k: v for k, v in m.items() if not k.startswith(SERVER_LOG_PROB_METRICS)} for s, m in metrics.items()}
+    near = {s: {k: v for k, v in m.items() if k.startswith(SERVER_LOG_PROB_METRICS)} for s, m in metrics.items()}
+    return exact, near
+
+
 @pytest.mark.e2e
 def test_same_seed_reproduces_rollouts_and_metrics_and_another_seed_does_not(tmp_path):
     fixture = make_fixture(tmp_path / "fixture")
@@ -61,7 +73,14 @@ def test_same_seed_reproduces_rollouts_and_metrics_and_another_seed_does_not(tmp
     assert len({r["output"] for r in first_rollouts}) > len(first_rollouts) // 2  # the responses of a group differ
     # Bit for bit: every response and score in the same order, every metric to the last bit.
     assert again_rollouts == first_rollouts
-    assert again_metrics == first_metrics
+    first_exact, first_near = split_server_log_prob_metrics(first_metrics)
+    again_exact, again_near = split_server_log_prob_metrics(again_metrics)
+    assert again_exact == first_exact
+    assert first_near[STEPS], "the rollout-vs-actor log-prob metrics are missing"
+    assert sorted(again_near) == sorted(first_near)
+    for step, near in first_near.items():
+        tolerance = {"rel": SERVER_LOG_PROB_TOLERANCE, "abs": SERVER_LOG_PROB_TOLERANCE}
+        assert again_near[step] == pytest.approx(near, **tolerance), step
     assert "actor/pg_loss" in first_metrics[STEPS] and "critic/score/mean" in first_metrics[STEPS]
 
     # Another seed: other responses to the same prompts, so other rewards and losses.
