@@ -25,7 +25,14 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from verl_gain.cpu.adaptations import AdaptationTargetMissing
-from verl_gain.cpu.config import CPU_DEVICE, CPUConfigError, apply_cpu_defaults, is_cpu_run, override_keys
+from verl_gain.cpu.config import (
+    CPU_DEVICE,
+    CPUConfigError,
+    apply_cpu_defaults,
+    drop_cpu_group,
+    is_cpu_run,
+    override_keys,
+)
 from verl_gain.trainer import compat
 from verl_gain.trainer.entry import GainConfigError, check_gain_config, gain_enabled, gain_task_runners
 from verl_gain.verl_version import UnsupportedVerlVersion
@@ -144,6 +151,8 @@ def prepare_config(config: DictConfig, user_overrides: Iterable[str] = ()) -> Di
 
         activate(training_run=True)
         apply_cpu_defaults(config, user_overrides)
+    else:
+        drop_cpu_group(config)  # read on CPU only: verl on a GPU gets exactly main_ppo's config
     if gain_enabled(config):
         check_gain_config(config)  # GAIN's own refusals first: they say what to set
     else:

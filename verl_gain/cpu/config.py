@@ -104,6 +104,25 @@ def resolve_precision(config: DictConfig) -> PrecisionChoice:
     return choice
 
 
+CPU_GROUP = PRECISION_KEY.split(".")[0]
+"""The ``cpu:`` config group (``verl_gain_trainer.yaml``): read by the CPU backend only."""
+
+
+def drop_cpu_group(config: DictConfig) -> None:
+    """Off the CPU backend: check the ``cpu.precision`` name (a typo is refused on any device), then remove the
+    group, so that verl receives exactly the config of ``python -m verl.trainer.main_ppo``.
+
+    Raises:
+        CPUConfigError: an unknown precision name.
+    """
+    try:
+        resolve_cpu_precision(OmegaConf.select(config, PRECISION_KEY, default=AUTO), setting=PRECISION_KEY)
+    except InferenceSettingError as err:
+        raise CPUConfigError(str(err)) from None
+    with open_dict(config):
+        config.pop(CPU_GROUP, None)
+
+
 def validate_cpu_config(config: DictConfig) -> None:
     """Refuse, with a one-line fix, values that cannot run on the CPU backend."""
     rollout = OmegaConf.select(config, "actor_rollout_ref.rollout.name")
