@@ -259,6 +259,8 @@ class Smoke:
             f"setup={SETUP}",
             *sized_overrides(self.sizes, self.args.steps, workers, self.args.model, self.train, self.val),
             f"trainer.use_v1={trainer == 'v1'}",
+            # On CPU the runs' precision is the scorer check's --dtype (CPU_SIZES); ++ since recipes have no cpu group.
+            *([] if self.on_gpu else ["++cpu.precision=fp32"]),
             f"trainer.default_local_dir={folder / 'checkpoints'}",
             *self.attention,
             *self.args.overrides,

@@ -129,7 +129,7 @@ def test_prepass_equals_the_standalone_scorer(runs, tmp_path):
         fixture.train_file,
         fixture.model_dir,
         tmp_path / "scores.parquet",
-        ScoreConfig(capture="mlp_input", inter_weight=GAIN_OPTIONS["inter_weight"]),
+        ScoreConfig(capture="mlp_input", inter_weight=GAIN_OPTIONS["inter_weight"], dtype="float32"),  # as the runs
         progress=False,
     )
     standalone = result.scores.set_index("position").loc[prepass["position"]]

@@ -69,7 +69,7 @@ def test_step_one_angle_is_the_lora_actors_key_not_the_base_models(tmp_path):
     result = run_main(overrides, metrics_path=tmp_path / "metrics.jsonl").check()
 
     prepass, _, _ = read_scores(fixture.checkpoint_dir / SCORES_FILE)
-    config = ScoreConfig(capture="mlp_input", inter_weight=1.0)
+    config = ScoreConfig(capture="mlp_input", inter_weight=1.0, dtype="float32")  # the runs' cpu.precision
     merged = score_dataset(fixture.train_file, tmp_path / "merged", tmp_path / "merged.parquet", config, progress=False)
     base = score_dataset(fixture.train_file, fixture.model_dir, tmp_path / "base.parquet", config, progress=False)
     # The pre-pass ran on the actor's weights (base + adapter), which rank the prompts otherwise than the base.

@@ -48,6 +48,7 @@ def compose_actor_config(model_dir: Path, remove_padding: bool, dynamic_bsz: boo
         "actor_rollout_ref.actor.ppo_max_token_len_per_gpu=300",
         "actor_rollout_ref.actor.use_kl_loss=false",
         "algorithm.use_kl_in_reward=false",
+        "cpu.precision=fp32",  # the standalone scorer's side is fp32 too (the default, auto, is bf16 where it can be)
     ]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
         config = compose("verl_gain_trainer", overrides=overrides)
