@@ -22,11 +22,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.e2e import REPO_ROOT
+from tests.host_processes import processes_with
 from verl_gain.rewards.sandbox import SandboxLimits, SandboxResult, landlock_abi, run_python, seccomp_supported
 
 MODES = ("jail", "guard-only")
@@ -88,19 +88,6 @@ def report(result: SandboxResult) -> dict:
     lines = [line for line in result.output.splitlines() if line.startswith("{")]
     assert lines, f"the attempt printed no summary: {result.status} {result.detail[-500:]} {result.output[-500:]}"
     return json.loads(lines[-1])
-
-
-def processes_with(marker: str) -> list[int]:
-    """Host pids whose command line contains ``marker``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
-            try:
-                if marker.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
-                    found.append(int(entry))
-            except OSError:
-                continue
-    return found
 
 
 def kill_all(pids: list[int]) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.host_processes import processes_with
 from verl_gain.rewards import sandbox
 from verl_gain.rewards.sandbox import SandboxLimits, run_python
 
@@ -120,19 +121,6 @@ def test_fork_bomb_without_the_guard_is_bounded_by_the_os():
     assert time.monotonic() - start < 5
 
 
-def _processes_with(marker: str) -> list[int]:
-    """Host pids whose command line contains ``marker``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
-            try:
-                if marker.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
-                    found.append(int(entry))
-            except OSError:
-                continue
-    return found
-
-
 @pytest.mark.parametrize("escape_group", [False, True])
 def test_processes_left_running_are_killed(escape_group):
     """A program that leaves a child running (in its process group, or escaped with setsid) and returns."""
@@ -152,7 +140,7 @@ def test_processes_left_running_are_killed(escape_group):
     result = run_python(program, SandboxLimits(guard=False))
     assert result.passed, result.detail
     time.sleep(0.3)
-    survivors = _processes_with(marker)
+    survivors = processes_with(marker)
     for pid in survivors:
         os.kill(pid, 9)
     assert survivors == []
