@@ -28,6 +28,7 @@ from verl_gain.cpu.adaptations import (
     CONFIG_ADAPTATIONS,
     LOG_PROB_DIFF_METRIC,
     MEGATRON_IMPORT_BLOCK,
+    REPLAY_BUFFER_POLL_S,
     RUNTIME_PATCHES,
     V1_SESSION_ARG,
     AdaptationTargetMissing,
@@ -36,6 +37,7 @@ from verl_gain.cpu.adaptations import (
     make_unpinned_offload_policy,
     wrap_debug_metrics,
     wrap_materialize_batch,
+    wrap_replay_buffer_init,
     wrap_run_agent_loop,
 )
 from verl_gain.cpu.environment import WITHOUT_MEGATRON_ENV
@@ -87,6 +89,7 @@ WORKER_SCRIPT = textwrap.dedent(
     facts["agent_loop_seeded"] = getattr(
         agent_loop.AgentLoopWorker._run_agent_loop, "__verl_gain_patched__", False
     )
+    facts["v1_poll_interval"] = replay_buffer.ReplayBuffer("sync", {}, None, "drop", {}).poll_interval
     import sys
     import verl.workers.engine as engines
     facts["megatron_imported"] = any(name.split(".")[0] == "megatron" for name in sys.modules)
@@ -205,6 +208,10 @@ def test_agent_loop_seeds_its_requests_and_v1_orders_its_batches(worker_facts):
     assert worker_facts["v1_uids_sequential"] and worker_facts["v1_batch_sorted"]
 
 
+def test_v1_replay_buffer_polls_often(worker_facts):
+    assert worker_facts["v1_poll_interval"] == REPLAY_BUFFER_POLL_S < 2.0  # verl's own default: 2 s
+
+
 def test_megatron_is_kept_out_of_a_cpu_training_process(worker_facts):
     assert worker_facts["megatron_imported"] is False
     assert worker_facts["megatron_engine"] is False  # verl registers no Megatron engine, as without megatron-core
@@ -300,6 +307,18 @@ def test_v1_batch_is_sorted_by_prompt_session_and_output():
     assert batch.keys == ["a_2_0", "a_2_1", "a_10_0", "b_0_0", "b_1_0"]
     assert [tag["key"] for tag in batch.tags] == batch.keys
     assert wrap_materialize_batch(materialize) is materialize
+
+
+def test_replay_buffer_poll_is_capped_not_raised():
+    class Buffer:
+        def __init__(self, poll_interval: float = 2.0):
+            self.poll_interval = poll_interval
+
+    init = wrap_replay_buffer_init(Buffer.__init__)
+    Buffer.__init__ = init
+    assert Buffer().poll_interval == REPLAY_BUFFER_POLL_S
+    assert Buffer(poll_interval=0.01).poll_interval == 0.01  # a faster poll someone asked for stays
+    assert wrap_replay_buffer_init(init) is init
 
 
 def test_v1_agent_loop_numbers_its_sessions_as_the_seed_expects():
