@@ -14,11 +14,13 @@ Metrics come from verl's own ``file`` logger (``trainer.logger=[console,file]``)
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from tests.tiny import make_tiny_model_dir
 from verl_gain.demo.launcher import DEFAULT_TIMEOUT_S, RunResult, read_metrics, session_members
@@ -27,6 +29,13 @@ from verl_gain.demo.launcher import run_main as launch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_SOURCE = "verl_gain/e2e_arithmetic"
 REWARD_FUNCTION = "compute_score"
+NOT_REPRODUCIBLE = ("timing_s/", "timing_per_token_ms/", "perf/")
+"""Metrics of time, throughput and memory (``actor/perf/...`` included): they measure the machine, not the run."""
+SERVER_LOG_PROB_METRICS = ("training/rollout_", "rollout_corr/")
+"""Comparisons of the rollout server's log-probs with the actor's. The server computes a token's log-prob inside a
+batch that timing composes, so it can move in its last bits (seen: 1e-8 under load; docs/cpu.md, "Reproducible
+runs"); the sampled tokens, the rewards and the update do not depend on it (the actor recomputes the log-probs)."""
+SERVER_LOG_PROB_TOLERANCE = 1e-6
 
 # A deterministic reward with variance inside a GRPO group: the tiny random model writes random bytes, so rows of a
 # group differ in how many distinct characters they use and in whether the answer's digits appear.
@@ -154,6 +163,36 @@ def run_main(
     """``verl_gain.demo.launcher.run_main`` with this checkout on ``PYTHONPATH`` (a run can import the test helpers)."""
     pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     return launch(overrides, metrics_path, timeout_s, {"PYTHONPATH": pythonpath, **(env or {})}, cwd, echo)
+
+
+def reproducible_metrics(result: RunResult) -> dict[int, dict]:
+    """``{step: metrics}`` of a run without the ``NOT_REPRODUCIBLE`` ones."""
+    return {
+        entry["step"]: {k: v for k, v in entry["data"].items() if not any(p in k for p in NOT_REPRODUCIBLE)}
+        for entry in result.steps
+    }
+
+
+def assert_same_metrics(expected: dict[int, dict], actual: dict[int, dict]) -> None:
+    """Every metric of every step equal to the last bit, but the server's log-prob comparisons (to a tolerance)."""
+    assert sorted(actual) == sorted(expected)
+    for step, metrics in expected.items():
+        near = {k for k in metrics if k.startswith(SERVER_LOG_PROB_METRICS)}
+        exact = {k: v for k, v in metrics.items() if k not in near}
+        assert {k: v for k, v in actual[step].items() if k not in near} == exact, step
+        tolerance = {"rel": SERVER_LOG_PROB_TOLERANCE, "abs": SERVER_LOG_PROB_TOLERANCE}
+        assert {k: actual[step][k] for k in near} == pytest.approx({k: metrics[k] for k in near}, **tolerance), step
+
+
+def dumped_rollouts(dump_dir: Path, steps: list[int] | None = None) -> list[dict]:
+    """Every rollout verl dumped (``trainer.rollout_data_dir``), one JSON record per response: prompt, response
+    text, score, step (and V1's trajectory key, ``uid``), in step order; only ``steps`` when given."""
+    paths = sorted(dump_dir.glob("*.jsonl"), key=lambda path: int(path.stem))
+    records = []
+    for path in paths:
+        if steps is None or int(path.stem) in steps:
+            records += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return records
 
 
 __all__ = ["RunResult", "read_metrics", "run_main", "session_members"]

@@ -90,8 +90,8 @@ def check_runs(
     _require(same, "the resumed run drew other prompts at the step after its checkpoint")
     metrics, again = logged(first_metrics), logged(resumed_metrics)
     _require(bool(again) and min(again) == resumed_from + 1, "the resumed run did not continue from its checkpoint")
-    for step, data in sorted(metrics.items()):
-        _require(REQUIRED_METRICS <= set(data), f"gain/ metrics missing at step {step}")
+    for step in range(1, total_steps + 1):  # training steps: a validation before training logs step 0 without them
+        _require(REQUIRED_METRICS <= set(metrics.get(step, {})), f"gain/ metrics missing at step {step}")
     mu = again[resumed_from + 1]["gain/mu_before"]
     return f"resumed at step {resumed_from + 1} with mu {mu:.3f}, drew the uninterrupted run's batch"
 

@@ -1,8 +1,9 @@
 """The CPU backend in bf16 (``cpu.precision=bf16``): the rollout's weights, its log-probs against the actor's, and
 verl's trainer end to end with FSDP2 mixed precision over gloo.
 
-The fp32 exactness checks (rollout vs actor log-probs to ~1e-6) stay in ``test_rollout.py`` and ``test_e2e.py``,
-which run in fp32 whatever the machine; here the same quantities get a bf16 tolerance, justified below.
+The fp32 exactness checks (rollout vs actor log-probs to ~1e-6) stay in ``test_rollout.py`` and
+``tests/trainer/test_gain_e2e.py``, which run in fp32 whatever the machine; here the same quantities get a bf16
+tolerance, justified below.
 """
 
 import asyncio
@@ -29,7 +30,7 @@ is ~0.02, what GPU runs report; the bf16 rollout is as far from its own weights'
 (``bench/bench_bf16_log_probs.py``, docs/cpu.md), so that is bf16's rounding, not other weights (which the
 bit-for-bit check after every sync rules out)."""
 FP32_LOG_PROB_AGREEMENT = 1e-4
-"""As ``test_e2e.py``: a bf16 run must disagree by more than this, or bf16 did not run."""
+"""As ``tests/trainer/test_gain_e2e.py``: a bf16 run must disagree by more than this, or bf16 did not run."""
 E2E_STEPS = 2
 
 
@@ -87,7 +88,7 @@ def test_bf16_rollout_log_probs_against_a_bf16_autocast_actor(model_config):
     assert FP32_LOG_PROB_AGREEMENT < max(gaps) <= BF16_LOG_PROB_AGREEMENT, gaps
 
 
-@pytest.mark.e2e
+@pytest.mark.e2e(launches=1)
 def test_grpo_runs_in_bf16_with_mixed_precision_over_gloo(tmp_path):
     """verl's V1 GRPO trainer with ``cpu.precision=bf16``: 2 FSDP2 ranks (bf16 compute, fp32 master weights and
     gradient reduction over gloo), a reference model with KL loss, the hf rollout in bf16, weights verified each

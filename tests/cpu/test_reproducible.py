@@ -5,30 +5,22 @@ requests are routed and batched by timing): seed 1, then seed 1 again next to se
 own dump (``trainer.rollout_data_dir``), metrics from its file logger.
 """
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests.e2e import base_overrides, make_fixture, run_main
+from tests.e2e import (
+    SERVER_LOG_PROB_METRICS,
+    assert_same_metrics,
+    base_overrides,
+    dumped_rollouts,
+    make_fixture,
+    reproducible_metrics,
+    run_main,
+)
 
 STEPS = 2
-NOT_REPRODUCIBLE = ("timing_s/", "timing_per_token_ms/", "perf/")
-"""Metrics of time, throughput and memory (``actor/perf/...`` included): they measure the machine, not the run."""
-SERVER_LOG_PROB_METRICS = ("training/rollout_", "rollout_corr/")
-"""Comparisons of the rollout server's log-probs with the actor's. The server computes a token's log-prob inside a
-batch that timing composes, so it can move in its last bits (seen: 1e-8 under load; docs/cpu.md, "Reproducible
-runs"); the sampled tokens, the rewards and the update do not depend on it (the actor recomputes the log-probs)."""
-SERVER_LOG_PROB_TOLERANCE = 1e-6
-
-
-def rollouts(dump_dir: Path) -> list[dict]:
-    """Every rollout verl dumped, one JSON record per response: prompt, response text, score, step, key."""
-    records = []
-    for path in sorted(dump_dir.glob("*.jsonl")):
-        records += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return records
 
 
 def run_with_seed(fixture, root: Path, seed: int) -> tuple[list[dict], dict[int, dict]]:
@@ -43,21 +35,10 @@ def run_with_seed(fixture, root: Path, seed: int) -> tuple[list[dict], dict[int,
         ],
         metrics_path=root / "metrics.jsonl",
     ).check()
-    metrics = {
-        entry["step"]: {k: v for k, v in entry["data"].items() if not any(p in k for p in NOT_REPRODUCIBLE)}
-        for entry in result.steps
-    }
-    return rollouts(root / "rollouts"), metrics
+    return dumped_rollouts(root / "rollouts"), reproducible_metrics(result)
 
 
-def split_server_log_prob_metrics(metrics: dict[int, dict]) -> tuple[dict[int, dict], dict[int, dict]]:
-    """(metrics that must agree bit for bit, the server log-prob comparisons that agree to a tolerance)."""
-    exact = {s: {k: v for k, v in m.items() if not k.startswith(SERVER_LOG_PROB_METRICS)} for s, m in metrics.items()}
-    near = {s: {k: v for k, v in m.items() if k.startswith(SERVER_LOG_PROB_METRICS)} for s, m in metrics.items()}
-    return exact, near
-
-
-@pytest.mark.e2e
+@pytest.mark.e2e(launches=3)
 def test_same_seed_reproduces_rollouts_and_metrics_and_another_seed_does_not(tmp_path):
     fixture = make_fixture(tmp_path / "fixture")
     first_rollouts, first_metrics = run_with_seed(fixture, tmp_path / "first", seed=1)
@@ -73,14 +54,8 @@ def test_same_seed_reproduces_rollouts_and_metrics_and_another_seed_does_not(tmp
     assert len({r["output"] for r in first_rollouts}) > len(first_rollouts) // 2  # the responses of a group differ
     # Bit for bit: every response and score in the same order, every metric to the last bit.
     assert again_rollouts == first_rollouts
-    first_exact, first_near = split_server_log_prob_metrics(first_metrics)
-    again_exact, again_near = split_server_log_prob_metrics(again_metrics)
-    assert again_exact == first_exact
-    assert first_near[STEPS], "the rollout-vs-actor log-prob metrics are missing"
-    assert sorted(again_near) == sorted(first_near)
-    for step, near in first_near.items():
-        tolerance = {"rel": SERVER_LOG_PROB_TOLERANCE, "abs": SERVER_LOG_PROB_TOLERANCE}
-        assert again_near[step] == pytest.approx(near, **tolerance), step
+    assert any(k.startswith(SERVER_LOG_PROB_METRICS) for k in first_metrics[STEPS]), "log-prob metrics missing"
+    assert_same_metrics(first_metrics, again_metrics)
     assert "actor/pg_loss" in first_metrics[STEPS] and "critic/score/mean" in first_metrics[STEPS]
 
     # Another seed: other responses to the same prompts, so other rewards and losses.

@@ -1,7 +1,7 @@
 """The hf rollout server: batched generation, log-probs against a plain forward, verified weight updates.
 
 The server class runs in-process under asyncio (as Ray runs it in its actor, minus the process); the full path
-through Ray, the adapter and verl's trainer is covered by ``test_e2e.py``.
+through Ray, the adapter and verl's trainer is covered by ``tests/trainer/test_gain_e2e.py``.
 """
 
 import asyncio

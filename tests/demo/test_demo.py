@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 
 from tests.tiny import make_tiny_model_dir
 from verl_gain.demo import run, run_folder
@@ -19,6 +20,7 @@ STEPS = 2
 PROMPTS_PER_STEP = 4
 
 
+@pytest.mark.e2e(launches=1)
 def test_shortened_demo_trains_with_gain_and_writes_the_report(tmp_path) -> None:
     model = make_tiny_model_dir(tmp_path / "model", template="smollm2")
     out = tmp_path / "demo"

@@ -14,7 +14,7 @@ import pytest
 from tests.e2e import REPO_ROOT, arithmetic_rows
 from tests.tiny import make_tiny_model_dir, put_in_hub_cache
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.e2e(launches=3)
 
 HUB_ID = "tiny-org/tiny-chat"
 SMOKE_TIMEOUT_S = 1800

@@ -1,7 +1,19 @@
 """End to end through the CPU backend: ``python -m verl_gain.main gain.enable=True`` on verl's V1 and legacy trainers.
 
 Per trainer, one uninterrupted run and one run resumed in a fresh process from one of its checkpoints (V1: mid-epoch;
-legacy: at an epoch boundary, where verl skips restoring the dataloader). Checked against independent evidence:
+legacy: at an epoch boundary, where verl skips restoring the dataloader). Each run: 2 data-parallel FSDP2 workers, a
+reference model with KL loss, the hf rollout backend (V1: one server per worker, two replicas that each worker syncs;
+legacy: one server for both workers, the second gathers weights but does not send them), validation before training,
+a checkpoint every step with the weights in Hugging Face format.
+
+verl's trainer is healthy on CPU:
+
+- every step logs finite losses, gradient norm and rewards, and GRPO advantages that are not all zero;
+- on every step the rollout server's log-probs equal the actor's to fp32 precision, and the trained weights moved the
+  log-probs far more than that, so the server follows every weight update;
+- validation runs before training; the resumed run continues at the checkpoint's global step.
+
+GAIN's curriculum is what it claims, checked against independent evidence:
 
 - the pre-pass (through the real actor workers) equals ``verl-gain score`` on the same prompts and model;
 - every step's batch is exactly what a ``GainController`` replaying the logged updates draws (so batches come from
@@ -9,7 +21,9 @@ legacy: at an epoch boundary, where verl skips restoring the dataloader). Checke
 - each logged ``delta`` is the update rule applied to the logged accuracy and angle signal, term by term;
 - the step accuracy is the per-prompt mean of the rewards verl dumped for that step (``trainer.rollout_data_dir``);
 - the first step's angle is the mean pre-pass key of its prompts (same weights, same prompts), so its key change is 0;
-- the resumed run draws exactly the batches the uninterrupted run drew, from the step after its checkpoint.
+- the resumed run draws exactly the batches the uninterrupted run drew, from the step after its checkpoint;
+- and it is the uninterrupted run again, bit for bit: the same responses, rewards and metrics after the checkpoint
+  (rollouts are seeded per request, the model, optimizer and curriculum states restored exactly).
 """
 
 from __future__ import annotations
@@ -22,19 +36,33 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
 
-from tests.e2e import REPO_ROOT, arithmetic_rows, base_overrides, make_fixture, run_main
+from tests.e2e import (
+    REPO_ROOT,
+    arithmetic_rows,
+    assert_same_metrics,
+    base_overrides,
+    dumped_rollouts,
+    make_fixture,
+    reproducible_metrics,
+    run_main,
+)
 from verl_gain.core.controller import GainController, window_move
+from verl_gain.cpu.adaptations import LOG_PROB_DIFF_METRIC
 from verl_gain.scoring.scores_file import read_scores
 from verl_gain.trainer.curriculum import SCORES_FILE, TRACE_FILE, read_trace
 from verl_gain.trainer.settings import GainSettings
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.e2e(launches=4)  # per trainer: a run and its resume
 
 TRAIN_ROWS = 24
 PROMPTS_PER_STEP = 4
+ROLLOUTS_PER_PROMPT = 4
 STEPS_PER_EPOCH = TRAIN_ROWS // PROMPTS_PER_STEP
-TOTAL_STEPS = 16
+TOTAL_STEPS = 10
 RESUME_AT = {"v1": 4, "legacy": STEPS_PER_EPOCH}  # mid-epoch / exactly at an epoch boundary
 GAIN_OPTIONS = {
     "sigma": 1.5,
@@ -47,7 +75,16 @@ GAIN_OPTIONS = {
     "n_fraction": None,
     "adj_max_fraction": None,
 }
+TOPOLOGY = {"v1": 1, "legacy": 2}
+"""Workers per rollout server (``rollout.tensor_model_parallel_size``): V1 one per worker, legacy one for both."""
 AGREEMENT = 1e-5
+FP32_LOG_PROB_AGREEMENT = 1e-4
+"""Largest |rollout - actor| log-prob allowed in fp32 (observed ~1e-6)."""
+MIN_LOG_PROB_MOVE = 1e-3
+"""How far the updates must move the model's log-probs for the agreement check to prove the weight sync (10x the
+tolerance above: a rollout that kept stale weights would disagree by at least this much)."""
+FINITE_METRICS = ("actor/pg_loss", "actor/kl_loss", "actor/grad_norm", "critic/score/mean", "critic/rewards/mean")
+SAVE_WITH_HF_WEIGHTS = "actor_rollout_ref.actor.checkpoint.save_contents=[model,optimizer,extra,hf_model]"
 PROMPT_LENGTH = 192
 """Longer than every prompt with the SmolLM2 template (~110 byte tokens): rollout truncates nothing, so the
 pre-pass and the standalone scorer see the same tokens."""
@@ -62,7 +99,9 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kw
 """
 
 
-def gain_overrides(fixture, kind: str, total_steps: int, rollout_dir: str = "rollouts") -> list[str]:
+def gain_overrides(
+    fixture, kind: str, total_steps: int, rollout_dir: str = "rollouts", validate_first: bool = True
+) -> list[str]:
     reward = fixture.root / "gain_reward.py"
     reward.write_text(REWARD_SOURCE)
     return [
@@ -70,12 +109,16 @@ def gain_overrides(fixture, kind: str, total_steps: int, rollout_dir: str = "rol
             fixture,
             total_steps=total_steps,
             prompts_per_step=PROMPTS_PER_STEP,
+            rollouts_per_prompt=ROLLOUTS_PER_PROMPT,
             prompt_length=PROMPT_LENGTH,
             use_v1=kind == "v1",
         ),
         "gain.enable=True",
         *[f"gain.{key}={'null' if value is None else value}" for key, value in GAIN_OPTIONS.items()],
+        f"actor_rollout_ref.rollout.tensor_model_parallel_size={TOPOLOGY[kind]}",
+        f"trainer.val_before_train={str(validate_first).lower()}",
         "trainer.save_freq=1",
+        SAVE_WITH_HF_WEIGHTS,
         f"trainer.rollout_data_dir={fixture.root / rollout_dir}",
         f"reward.custom_reward_function.path={reward}",
     ]
@@ -102,11 +145,59 @@ def runs(request, tmp_path_factory):
             shutil.rmtree(folder)
     (resumed_dir / "latest_checkpointed_iteration.txt").write_text(str(k))
     overrides = [
-        *gain_overrides(fixture, kind, TOTAL_STEPS, rollout_dir="resumed_rollouts"),
+        *gain_overrides(fixture, kind, TOTAL_STEPS, rollout_dir="resumed_rollouts", validate_first=False),
         f"trainer.default_local_dir={resumed_dir}",
     ]
     second = run_main(overrides, metrics_path=root / "resumed.jsonl").check()
     return kind, fixture, first, second, resumed_dir
+
+
+def assert_healthy_steps(result, steps: list[int]) -> None:
+    """Finite losses and rewards, varied rewards in a group, and rollout log-probs equal to the actor's, every step."""
+    logged = [entry["step"] for entry in result.steps if "actor/pg_loss" in entry["data"]]
+    assert logged == steps
+    for name in FINITE_METRICS:
+        values = result.metric(name)
+        assert sorted(values) == steps and all(math.isfinite(v) for v in values.values()), (name, values)
+    # GRPO advantages are non-zero only if rewards vary inside a group.
+    assert all(v > 0 for v in result.metric("critic/advantages/max").values())
+    # Rollout log-probs (hf server) vs the actor's recomputed old_log_probs: steps after the first are generated
+    # after a weight update, so agreement means the server got every update.
+    agreement = result.metric(LOG_PROB_DIFF_METRIC)
+    assert sorted(agreement) == steps
+    assert all(0 <= v <= FP32_LOG_PROB_AGREEMENT for v in agreement.values()), agreement
+
+
+def max_log_prob_move(initial_dir: Path, trained_dir: Path, prompt_ids: list[int]) -> float:
+    """max |log pi_trained - log pi_initial| over the vocabulary at every position of ``prompt_ids``."""
+    initial = AutoModelForCausalLM.from_pretrained(initial_dir, dtype=torch.float32).eval()
+    trained = AutoModelForCausalLM.from_pretrained(trained_dir, dtype=torch.float32).eval()
+    ids = torch.tensor([prompt_ids])  # [1, L]
+    with torch.no_grad():
+        before = torch.log_softmax(initial(ids).logits.float(), dim=-1)  # [1, L, V]
+        after = torch.log_softmax(trained(ids).logits.float(), dim=-1)  # [1, L, V]
+    return (after - before).abs().max().item()
+
+
+def test_every_step_is_healthy_and_validation_runs_first(runs):
+    kind, _, first, second, _ = runs
+    k = RESUME_AT[kind]
+    assert_healthy_steps(first, list(range(1, TOTAL_STEPS + 1)))
+    assert_healthy_steps(second, list(range(k + 1, TOTAL_STEPS + 1)))
+    assert any(name.startswith("val-core/") for entry in first.steps if entry["step"] == 0 for name in entry["data"])
+    assert second.metric("training/global_step") == {step: step for step in range(k + 1, TOTAL_STEPS + 1)}
+
+
+def test_trained_weights_moved_far_more_than_the_log_prob_tolerance(runs):
+    """The trained weights (saved in Hugging Face format with the checkpoint) differ from the initial ones, enough
+    that a rollout server left with stale weights would have failed the agreement check."""
+    _, fixture, _, _, _ = runs
+    trained_dir = fixture.checkpoint_dir / f"global_step_{TOTAL_STEPS}" / "actor" / "huggingface"
+    initial, trained = load_file(fixture.model_dir / "model.safetensors"), load_file(trained_dir / "model.safetensors")
+    assert initial.keys() == trained.keys()
+    assert any(not torch.equal(initial[name], trained[name]) for name in initial)
+    printable_ascii = list(range(32, 96))  # byte tokens of the tiny tokenizer
+    assert max_log_prob_move(fixture.model_dir, trained_dir, printable_ascii) > MIN_LOG_PROB_MOVE
 
 
 def logged_signal(metrics: dict) -> float | None:
@@ -192,12 +283,8 @@ def test_first_step_angle_is_the_prepass_key_of_its_prompts(runs):
 
 def test_resumed_run_continues_the_curriculum_exactly(runs):
     """The resumed run restores mu, the generator and the coverage from the checkpoint: its first batch is the one
-    the uninterrupted run drew, and every later batch is what the restored controller draws given the resumed run's
-    own rewards and angles (rollout sampling on the CPU backend is not seeded per request, so rewards after the
-    resume differ from the uninterrupted run's; the mechanism-level round trip with fixed updates is
-    tests/trainer/test_checkpoint_round_trip.py)."""
-    import torch
-
+    the uninterrupted run drew, and every later batch is what the restored controller draws given the logged rewards
+    and angles (the mechanism-level round trip with fixed updates is tests/trainer/test_checkpoint_round_trip.py)."""
     from verl_gain.trainer.curriculum import STATE_FILE
 
     kind, fixture, _, second, resumed_dir = runs
@@ -208,19 +295,33 @@ def test_resumed_run_continues_the_curriculum_exactly(runs):
     _, resumed = scores_and_trace(resumed_dir)
     assert [r["step"] for r in resumed] == list(range(1, TOTAL_STEPS + 1))  # trace cut back to k, then extended
     # Positions are listed in the order the step's trajectories finished: compare them as sets.
-    assert [sorted(r["positions"]) for r in resumed[:k]] == [sorted(r["positions"]) for r in uninterrupted[:k]]
-    assert sorted(resumed[k]["positions"]) == sorted(uninterrupted[k]["positions"])  # step k + 1: from the checkpoint
+    assert [sorted(r["positions"]) for r in resumed] == [sorted(r["positions"]) for r in uninterrupted]
 
     settings = GainSettings(**GAIN_OPTIONS)
     replay = GainController(prepass["key"].to_numpy(), settings.window())
     replay.load_state_dict(torch.load(fixture.checkpoint_dir / f"global_step_{k}" / STATE_FILE, weights_only=True))
     logged = {entry["step"]: entry["data"] for entry in second.steps}
-    assert len(resumed) - k >= 10
     for record in resumed[k:]:
         assert sorted(replay.sample(PROMPTS_PER_STEP).tolist()) == sorted(record["positions"]), record["step"]
         metrics = logged[record["step"]]
         replay.update(metrics["gain/step_acc"], logged_signal(metrics))
         assert metrics["gain/mu"] == pytest.approx(replay.mu)
+
+
+def test_resumed_run_is_the_uninterrupted_run_bit_for_bit(runs):
+    """After the checkpoint the resumed run repeats the uninterrupted run exactly: every response and score verl
+    dumped, every metric to the last bit (but time, and the server's log-prob comparisons: tests/e2e.py)."""
+    kind, fixture, first, second, _ = runs
+    after = list(range(RESUME_AT[kind] + 1, TOTAL_STEPS + 1))
+
+    def responses(dump: str) -> list[dict]:
+        # V1's trajectory key counts prompt groups from 0 in each process: the rest of the record must agree.
+        return [{k: v for k, v in r.items() if k != "uid"} for r in dumped_rollouts(fixture.root / dump, after)]
+
+    assert len(responses("resumed_rollouts")) == len(after) * PROMPTS_PER_STEP * ROLLOUTS_PER_PROMPT
+    assert responses("resumed_rollouts") == responses("rollouts")
+    uninterrupted = {step: m for step, m in reproducible_metrics(first).items() if step in after}
+    assert_same_metrics(uninterrupted, reproducible_metrics(second))
 
 
 def test_gpu_smoke_checker_accepts_these_runs(runs):

@@ -20,7 +20,7 @@ from verl_gain.scoring.scorer import ScoreConfig, score_dataset
 from verl_gain.scoring.scores_file import read_scores
 from verl_gain.trainer.curriculum import SCORES_FILE, TRACE_FILE, read_trace
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.e2e(launches=1)
 
 TRAIN_ROWS = 8
 LORA_RANK = 4
