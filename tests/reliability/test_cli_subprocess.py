@@ -46,6 +46,13 @@ def run(*args: str, module: str = "verl_gain.cli") -> subprocess.CompletedProces
     )
 
 
+def _with_default_sigint() -> None:
+    """Give the child Ctrl-C's default action whatever pytest was launched from: a shell without job control starts
+    background jobs with SIGINT ignored, the child would inherit that, and Python would then never raise
+    KeyboardInterrupt (the run finished and exited 0 under ``make test &`` in a script)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def one_line(stderr: str) -> str:
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert "Traceback" not in stderr, stderr[-3000:]
@@ -114,7 +121,13 @@ def test_ctrl_c_during_score_is_one_line_and_the_same_command_resumes(inputs, tm
     args += ["--model", str(inputs / "tiny"), "--out", str(out), "--chunk-size", "1", "--token-budget", "1"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     process = subprocess.Popen(
-        [*args, "--quiet"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*args, "--quiet"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_with_default_sigint,
     )
     deadline = time.monotonic() + COMMAND_TIMEOUT_S
     while len(list(parts.glob("chunk-*.parquet"))) < CHUNKS_BEFORE_INTERRUPT:
