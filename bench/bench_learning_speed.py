@@ -56,6 +56,11 @@ BASELINE = "uniform"
 EASY_FIRST_FILE = "easy_first_accuracy.json"
 EASY_FIRST_SAMPLES = 8
 """Sampled replies per training prompt for the easy-first order: accuracy in steps of 1/8, the GRPO group size x 2."""
+STUDY_MAX_MICRO_BATCH = 8
+STUDY_GATHER_ONCE = False
+"""The actor update as the study's first runs had it (micro-batches of 8, gradients reduced per micro-batch), before
+the demo moved to one micro-batch per worker: every run of the study sums its gradients the same way, so runs of one
+seed stay paired whichever session ran them. Not part of ``StudyDesign``, whose fields name the committed results."""
 BOOTSTRAP_RESAMPLES = 10_000
 CONFIDENCE = 0.95
 BOOTSTRAP_SEED = 17
@@ -143,18 +148,9 @@ def read_run_curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray, dict[int, dic
     return steps, np.array([overall_accuracy(val[s], sizes) for s in steps]), val
 
 
-def run_one(design: StudyDesign, arm: str, seed: int, results_dir: Path, runs_dir: Path) -> dict[str, Any]:
-    """Train one arm for one seed and write its result file (or return the one already there for this design)."""
-    path = result_path(results_dir, arm, seed)
-    if path.is_file():
-        result = json.loads(path.read_text())
-        if result["design"] == asdict(design):
-            return result
-        print(f"[study] {path.name} is from another design; rerunning it", flush=True)
-    easy_first = easy_first_order_file(design, results_dir, runs_dir) if arm == "easy-first" else None
-    sampling, gain = arm_overrides(arm, easy_first)
-    run_dir = runs_dir / f"{arm}-seed{seed}"
-    settings = DemoSettings(
+def run_settings(design: StudyDesign, sampling: str, gain: dict[str, Any], seed: int, run_dir: Path) -> DemoSettings:
+    """The demo run of one arm and seed: the design's sizes, the arm's sampling, the study's pinned actor update."""
+    return DemoSettings(
         out_dir=run_dir,
         model=design.model,
         sampling=sampling,
@@ -169,8 +165,24 @@ def run_one(design: StudyDesign, arm: str, seed: int, results_dir: Path, runs_di
         task_seed=design.task_seed,
         gain=gain,
         precision=design.precision,
+        max_micro_batch=STUDY_MAX_MICRO_BATCH,
+        gather_once=STUDY_GATHER_ONCE,
         timeout_s=4 * 3600.0,
     )
+
+
+def run_one(design: StudyDesign, arm: str, seed: int, results_dir: Path, runs_dir: Path) -> dict[str, Any]:
+    """Train one arm for one seed and write its result file (or return the one already there for this design)."""
+    path = result_path(results_dir, arm, seed)
+    if path.is_file():
+        result = json.loads(path.read_text())
+        if result["design"] == asdict(design):
+            return result
+        print(f"[study] {path.name} is from another design; rerunning it", flush=True)
+    easy_first = easy_first_order_file(design, results_dir, runs_dir) if arm == "easy-first" else None
+    sampling, gain = arm_overrides(arm, easy_first)
+    run_dir = runs_dir / f"{arm}-seed{seed}"
+    settings = run_settings(design, sampling, gain, seed, run_dir)
     print(f"[study] {arm} seed {seed}: {design.steps} steps -> {run_dir}", flush=True)
     started = time.perf_counter()
     outcome = run_training(settings)

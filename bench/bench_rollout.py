@@ -13,6 +13,8 @@ Arms (each adds trainer overrides to the demo's own):
 | static | the server's own decode loop (``verl_gain/cpu/decoding.py``), the default |
 | static-one-server | the same, one server for both workers with both cores (``tensor_model_parallel_size=2``) |
 | static-bf16 | the same with bf16 rollout weights (fp32 actor; weight check off: a preview of the bf16 setting) |
+| update-8-sync-each | actor update in micro-batches of 8 rows; gradients reduced, parameters re-gathered for each |
+| update-16-sync-once | one micro-batch of 16 rows; parameters kept gathered through backward, gradients reduced once |
 
 Usage: python bench/bench_rollout.py [--arms generate static] [--steps 4] [--repeats 1] [--label NAME]
 
@@ -37,6 +39,7 @@ from verl_gain.model_sources import resolve_model
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "bench" / "results" / "rollout"
 HF = "+actor_rollout_ref.rollout.engine_kwargs.hf"
+ACTOR = "actor_rollout_ref.actor"
 ARMS: dict[str, list[str]] = {
     "generate": [f"{HF}.decoder=generate"],
     "static": [f"{HF}.decoder=static"],
@@ -46,6 +49,18 @@ ARMS: dict[str, list[str]] = {
         f"{HF}.num_threads={os.cpu_count()}",
     ],
     "static-bf16": [f"{HF}.decoder=static", "actor_rollout_ref.rollout.dtype=bfloat16", f"{HF}.verify_weights=false"],
+    "update-8-sync-each": [
+        f"{HF}.decoder=static",
+        f"{ACTOR}.ppo_micro_batch_size_per_gpu=8",
+        f"{ACTOR}.fsdp_config.reshard_after_forward=true",
+        f"{ACTOR}.fsdp_config.use_no_sync_for_gradient_accumulation=false",
+    ],
+    "update-16-sync-once": [
+        f"{HF}.decoder=static",
+        f"{ACTOR}.ppo_micro_batch_size_per_gpu=16",
+        f"{ACTOR}.fsdp_config.reshard_after_forward=false",
+        f"{ACTOR}.fsdp_config.use_no_sync_for_gradient_accumulation=true",
+    ],
 }
 QUIET = ["trainer.val_before_train=false", "trainer.test_freq=-1"]
 """No held-out evaluation: the bench times training steps only."""

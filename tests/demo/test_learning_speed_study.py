@@ -53,6 +53,27 @@ def test_every_arm_is_the_shipped_window_with_only_the_order_changed(tmp_path) -
         study.arm_overrides("easy-first", None)
 
 
+def test_the_study_keeps_the_actor_update_its_first_runs_had_while_the_demo_gathers_once(tmp_path) -> None:
+    paths = (tmp_path / "model", tmp_path / "train.parquet", tmp_path / "test.parquet")
+    settings = study.run_settings(DESIGN, "gain", {}, 3, tmp_path)
+    study_command = set(run.trainer_overrides(settings, *paths))
+    demo_command = set(run.trainer_overrides(run.DemoSettings(out_dir=tmp_path), *paths))
+    keys = (
+        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu",
+        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu",
+    )
+
+    def micro_batches(command: set[str]) -> set[str]:
+        return {arg for arg in command if arg.split("=")[0] in keys}
+
+    # 8 prompts x 4 rollouts over 2 workers: 16 rows per worker, in two micro-batches (study) or one (demo).
+    assert micro_batches(study_command) == {f"{key}=8" for key in keys}
+    assert micro_batches(demo_command) == {f"{key}=16" for key in keys}
+    assert set(run.GATHER_ONCE_OVERRIDES) <= demo_command and not set(run.GATHER_ONCE_OVERRIDES) & study_command
+    with pytest.raises(ValueError, match="max_micro_batch"):
+        run.DemoSettings(out_dir=tmp_path, max_micro_batch=0)
+
+
 def test_steps_to_target_area_and_censoring_on_a_known_curve() -> None:
     curve = study.curve_of(_result("gain", 0, [0.5, 0.55, 0.6, 0.6, 0.7, 0.7]))
     assert curve.steps_to(0.6) == 8.0 and curve.steps_to(0.71) is None

@@ -48,8 +48,17 @@ def demo_window(steps: int) -> dict[str, float]:
     return {"n_fraction": round(n_fraction, 4), "adj_max_fraction": round(min(1.0, ADJ_MAX_PER_N * n_fraction), 4)}
 
 
-MAX_MICRO_BATCH = 8
-"""Rows per forward/backward micro-batch: bounds a CPU worker's activation memory (~4-5 GB per worker at 8)."""
+MAX_MICRO_BATCH = 16
+"""Rows per forward/backward micro-batch: the demo's 16 rows per worker in one pass (~3 GB per worker measured with
+SmolLM2-135M; fewer, larger passes cut per-op overhead, bench/results/rollout/update-micro-batching.json)."""
+GATHER_ONCE_OVERRIDES = (
+    "actor_rollout_ref.actor.fsdp_config.reshard_after_forward=false",
+    "actor_rollout_ref.actor.fsdp_config.use_no_sync_for_gradient_accumulation=true",
+)
+"""The actor update keeps its gathered parameters from forward to backward and reduces gradients once per mini-batch,
+not once per micro-batch: with micro-batches of 16 rows, the demo's update 13.0 s -> 11.0 s and its step 22.0 s ->
+19.2 s (2 runs each, quiet machine, bench/results/rollout/update-micro-batching.json). It holds a full copy of the
+parameters and gradients per worker: trivial at 135M parameters, not a default for every CPU run."""
 PROGRESS_PATTERN = re.compile(r"\[verl-gain\]|Training Progress|\b\w*Error: |Traceback")
 """Lines of the trainer's output shown as they are while the demo runs (the whole log goes to ``train.log``)."""
 STEP_LINE = re.compile(r"\bstep:(?P<step>\d+) - ")
@@ -76,6 +85,9 @@ class DemoSettings:
         test_freq: held-out evaluation every this many steps (always before the first and after the last step).
         seed: sampler, curriculum and rollout seed (``rollout.seed``: a rerun samples the same responses).
         workers: trainer workers (FSDP data-parallel ranks on the CPU backend).
+        max_micro_batch: the largest micro-batch (rows per forward/backward) of the actor update and log-probs; the
+            largest divisor of a worker's rows up to this is used.
+        gather_once: ``GATHER_ONCE_OVERRIDES`` (parameters gathered once, gradients reduced once per update).
         precision: the CPU backend's ``cpu.precision`` (``auto``: bf16 where the CPU has bf16 instructions, else
             fp32; docs/cpu.md).
         gain: ``gain.*`` overrides (window and update parameters) for ``sampling=gain``, on top of
@@ -98,6 +110,8 @@ class DemoSettings:
     test_freq: int | None = 5
     seed: int = 0
     workers: int = 2
+    max_micro_batch: int = MAX_MICRO_BATCH
+    gather_once: bool = True
     precision: str = AUTO
     gain: dict[str, Any] = field(default_factory=dict)
     task_seed: int = arithmetic.DEFAULT_SEED
@@ -109,6 +123,8 @@ class DemoSettings:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.sampling not in ("gain", "uniform"):
             raise ValueError(f"sampling must be gain or uniform, got {self.sampling!r}")
+        if self.max_micro_batch < 1:
+            raise ValueError(f"max_micro_batch must be >= 1, got {self.max_micro_batch}")
         if self.steps < 1 or self.prompts_per_step < 1 or self.rollouts < 2:
             raise ValueError("steps and prompts_per_step must be >= 1, rollouts >= 2 (GRPO compares a group)")
         if self.prompts_per_step * self.rollouts % self.workers:
@@ -128,8 +144,8 @@ def task_paths(settings: DemoSettings) -> tuple[Path, Path]:
 def trainer_overrides(settings: DemoSettings, model_dir: Path, train: Path, test: Path) -> list[str]:
     """The ``python -m verl_gain.main`` command line of a run."""
     rows_per_worker = settings.prompts_per_step * settings.rollouts // settings.workers
-    # The largest micro-batch up to MAX_MICRO_BATCH that divides the rank's rows (verl requires it to divide).
-    micro = max(d for d in range(1, MAX_MICRO_BATCH + 1) if rows_per_worker % d == 0)
+    # The largest micro-batch up to max_micro_batch that divides the rank's rows (verl requires it to divide).
+    micro = max(d for d in range(1, settings.max_micro_batch + 1) if rows_per_worker % d == 0)
     test_freq = settings.test_freq or settings.steps
     overrides = [
         "trainer.device=cpu",
@@ -169,6 +185,8 @@ def trainer_overrides(settings: DemoSettings, model_dir: Path, train: Path, test
         f"gain.enable={settings.sampling == 'gain'}",
         f"gain.seed={settings.seed}",
     ]
+    if settings.gather_once:
+        overrides += GATHER_ONCE_OVERRIDES
     if settings.sampling == "gain":
         window = {**demo_window(settings.steps), **settings.gain}
         overrides += [f"gain.{key}={value}" for key, value in window.items()]
