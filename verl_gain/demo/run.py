@@ -49,8 +49,9 @@ def demo_window(steps: int) -> dict[str, float]:
 
 
 MAX_MICRO_BATCH = 16
-"""Rows per forward/backward micro-batch: the demo's 16 rows per worker in one pass (~3 GB per worker measured with
-SmolLM2-135M; fewer, larger passes cut per-op overhead, bench/results/rollout/update-micro-batching.json)."""
+"""Rows per forward/backward micro-batch: the demo's 16 rows per worker in one pass (a SmolLM2-135M worker's
+resident memory read 2.9 GB mid-run; fewer, larger passes cut per-op overhead,
+bench/results/rollout/update-micro-batching.json)."""
 GATHER_ONCE_OVERRIDES = (
     "actor_rollout_ref.actor.fsdp_config.reshard_after_forward=false",
     "actor_rollout_ref.actor.fsdp_config.use_no_sync_for_gradient_accumulation=true",
