@@ -33,7 +33,7 @@ from pathlib import Path
 from bench_cpu_step import write_result
 
 from verl_gain.demo.launcher import run_main
-from verl_gain.demo.run import DemoSettings, task_paths, trainer_overrides
+from verl_gain.demo.run import GATHER_ONCE_OVERRIDES, DemoSettings, task_paths, trainer_overrides
 from verl_gain.model_sources import resolve_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -55,12 +55,7 @@ ARMS: dict[str, list[str]] = {
         f"{ACTOR}.fsdp_config.reshard_after_forward=true",
         f"{ACTOR}.fsdp_config.use_no_sync_for_gradient_accumulation=false",
     ],
-    "update-16-sync-once": [
-        f"{HF}.decoder=static",
-        f"{ACTOR}.ppo_micro_batch_size_per_gpu=16",
-        f"{ACTOR}.fsdp_config.reshard_after_forward=false",
-        f"{ACTOR}.fsdp_config.use_no_sync_for_gradient_accumulation=true",
-    ],
+    "update-16-sync-once": [f"{HF}.decoder=static", f"{ACTOR}.ppo_micro_batch_size_per_gpu=16", *GATHER_ONCE_OVERRIDES],
 }
 QUIET = ["trainer.val_before_train=false", "trainer.test_freq=-1"]
 """No held-out evaluation: the bench times training steps only."""
