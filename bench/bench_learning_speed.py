@@ -56,11 +56,14 @@ BASELINE = "uniform"
 EASY_FIRST_FILE = "easy_first_accuracy.json"
 EASY_FIRST_SAMPLES = 8
 """Sampled replies per training prompt for the easy-first order: accuracy in steps of 1/8, the GRPO group size x 2."""
+STUDY_WORKERS = 2
+STUDY_THREADS_PER_WORKER = 1
 STUDY_MAX_MICRO_BATCH = 8
 STUDY_GATHER_ONCE = False
-"""The actor update as the study's first runs had it (micro-batches of 8, gradients reduced per micro-batch), before
-the demo moved to one micro-batch per worker: every run of the study sums its gradients the same way, so runs of one
-seed stay paired whichever session ran them. Not part of ``StudyDesign``, whose fields name the committed results."""
+"""The actor update as the study's first runs had it (2 workers of 1 thread, micro-batches of 8, gradients reduced per
+micro-batch), before the demo moved to one worker with every core and one micro-batch: every run of the study sums
+its gradients the same way, so runs of one seed stay paired whichever session ran them. Not part of ``StudyDesign``,
+whose fields name the committed results."""
 BOOTSTRAP_RESAMPLES = 10_000
 CONFIDENCE = 0.95
 BOOTSTRAP_SEED = 17
@@ -165,6 +168,8 @@ def run_settings(design: StudyDesign, sampling: str, gain: dict[str, Any], seed:
         task_seed=design.task_seed,
         gain=gain,
         precision=design.precision,
+        workers=STUDY_WORKERS,
+        threads_per_worker=STUDY_THREADS_PER_WORKER,
         max_micro_batch=STUDY_MAX_MICRO_BATCH,
         gather_once=STUDY_GATHER_ONCE,
         timeout_s=4 * 3600.0,

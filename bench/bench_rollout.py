@@ -1,13 +1,14 @@
 """The demo's GRPO step with the old rollout and the new, in one command (a benchmark, not a test).
 
 Runs the demo's training (``verl_gain.demo.run``: SmolLM2-135M-Instruct, the arithmetic task, 8 prompts x 4 rollouts
-of at most 32 tokens, GAIN on, 2 trainer workers) once per arm, arms alternating when repeated, and compares verl's
+of at most 32 tokens, GAIN on) once per arm, arms alternating when repeated, and compares verl's
 per-step timings (the first step, which pays the workers' warm-up, is left out). The machine is shared: only the
 ratios between arms of one command mean something.
 
-Arms (each adds trainer overrides to the demo's own):
+Arms (each adds trainer overrides to the demo's own; every arm but ``one-worker`` runs 2 trainer workers of one
+thread each, as the demo did when they were measured):
 
-| arm | rollout |
+| arm | rollout, actor update, workers |
 |---|---|
 | generate | the hf server decoding with HF ``generate`` (the rollout before the static decoder) |
 | static | the server's own decode loop (``verl_gain/cpu/decoding.py``), the default |
@@ -15,6 +16,7 @@ Arms (each adds trainer overrides to the demo's own):
 | static-bf16 | the same with bf16 rollout weights (fp32 actor; weight check off: a preview of the bf16 setting) |
 | update-8-sync-each | actor update in micro-batches of 8 rows; gradients reduced, parameters re-gathered for each |
 | update-16-sync-once | one micro-batch of 16 rows; parameters kept gathered through backward, gradients reduced once |
+| one-worker | the same on one worker with every core as its threads: one micro-batch of 32 rows (the demo's default) |
 
 Usage: python bench/bench_rollout.py [--arms generate static] [--steps 4] [--repeats 1] [--label NAME]
 
@@ -33,7 +35,7 @@ from pathlib import Path
 from bench_cpu_step import write_result
 
 from verl_gain.demo.launcher import run_main
-from verl_gain.demo.run import GATHER_ONCE_OVERRIDES, DemoSettings, task_paths, trainer_overrides
+from verl_gain.demo.run import GATHER_ONCE_OVERRIDES, DemoSettings, run_env, task_paths, trainer_overrides
 from verl_gain.model_sources import resolve_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +58,12 @@ ARMS: dict[str, list[str]] = {
         f"{ACTOR}.fsdp_config.use_no_sync_for_gradient_accumulation=false",
     ],
     "update-16-sync-once": [f"{HF}.decoder=static", f"{ACTOR}.ppo_micro_batch_size_per_gpu=16", *GATHER_ONCE_OVERRIDES],
+    "one-worker": [],
 }
+TWO_WORKERS = {"workers": 2, "threads_per_worker": 1, "max_micro_batch": 16}
+"""The demo's trainer before it ran one worker with every core: what the arms above were measured with."""
+ARM_SETTINGS: dict[str, dict[str, int]] = {arm: TWO_WORKERS for arm in ARMS if arm != "one-worker"}
+"""``DemoSettings`` fields of an arm (the demo's own where an arm has none)."""
 QUIET = ["trainer.val_before_train=false", "trainer.test_freq=-1"]
 """No held-out evaluation: the bench times training steps only."""
 TIMINGS = ("gen", "old_log_prob", "update_actor", "update_weights", "step")
@@ -86,14 +93,14 @@ def with_overrides(base: list[str], extra: list[str]) -> list[str]:
 
 def run_arm(arm: str, steps: int, root: Path) -> dict[str, float]:
     """Mean of verl's per-step timings over the steps after the first, for one run of ``arm``."""
-    settings = DemoSettings(out_dir=root, steps=steps, test_freq=steps)
+    settings = DemoSettings(out_dir=root, steps=steps, test_freq=steps, **ARM_SETTINGS.get(arm, {}))
     root.mkdir(parents=True, exist_ok=True)
     train, test = task_paths(settings)
     overrides = with_overrides(
         trainer_overrides(settings, resolve_model(settings.model), train, test), [*QUIET, *ARMS[arm]]
     )
     load_before = os.getloadavg()[0]
-    result = run_main(overrides, root / "metrics.jsonl", settings.timeout_s, cwd=root)
+    result = run_main(overrides, root / "metrics.jsonl", settings.timeout_s, env=run_env(settings), cwd=root)
     result.check()
     logged = [entry["data"] for entry in result.steps if "timing_s/step" in entry["data"]][1:]
     means = {name: sum(d[f"timing_s/{name}"] for d in logged) / len(logged) for name in TIMINGS}

@@ -46,6 +46,7 @@ def test_shortened_demo_trains_with_gain_and_writes_the_report(tmp_path) -> None
     assert json.loads((out / run_folder.SETTINGS_FILE).read_text())["sampling"] == "gain"
     command = (out / run_folder.LOG_FILE).read_text().splitlines()[0]
     assert "-m verl_gain.main" in command and "gain.enable=True" in command and "trainer.device=cpu" in command
+    assert command.startswith("# OMP_NUM_THREADS=")  # the run's thread count, as the trainer got it
 
 
 def test_uniform_baseline_is_the_same_command_without_gain(tmp_path) -> None:

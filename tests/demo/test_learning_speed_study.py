@@ -53,11 +53,12 @@ def test_every_arm_is_the_shipped_window_with_only_the_order_changed(tmp_path) -
         study.arm_overrides("easy-first", None)
 
 
-def test_the_study_keeps_the_actor_update_its_first_runs_had_while_the_demo_gathers_once(tmp_path) -> None:
+def test_the_study_keeps_the_actor_update_its_first_runs_had_while_the_demo_runs_one_worker(tmp_path) -> None:
     paths = (tmp_path / "model", tmp_path / "train.parquet", tmp_path / "test.parquet")
     settings = study.run_settings(DESIGN, "gain", {}, 3, tmp_path)
+    demo = run.DemoSettings(out_dir=tmp_path)
     study_command = set(run.trainer_overrides(settings, *paths))
-    demo_command = set(run.trainer_overrides(run.DemoSettings(out_dir=tmp_path), *paths))
+    demo_command = set(run.trainer_overrides(demo, *paths))
     keys = (
         "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu",
         "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu",
@@ -66,12 +67,28 @@ def test_the_study_keeps_the_actor_update_its_first_runs_had_while_the_demo_gath
     def micro_batches(command: set[str]) -> set[str]:
         return {arg for arg in command if arg.split("=")[0] in keys}
 
-    # 8 prompts x 4 rollouts over 2 workers: 16 rows per worker, in two micro-batches (study) or one (demo).
+    # 8 prompts x 4 rollouts: the study's 2 workers take 16 rows each, in two micro-batches; the demo's one worker
+    # takes all 32 in one.
+    assert "trainer.n_gpus_per_node=2" in study_command and "trainer.n_gpus_per_node=1" in demo_command
     assert micro_batches(study_command) == {f"{key}=8" for key in keys}
-    assert micro_batches(demo_command) == {f"{key}=16" for key in keys}
+    assert micro_batches(demo_command) == {f"{key}=32" for key in keys}
     assert set(run.GATHER_ONCE_OVERRIDES) <= demo_command and not set(run.GATHER_ONCE_OVERRIDES) & study_command
+    # One thread per worker, what Ray gave the study's first runs, whatever this machine's core count.
+    assert run.run_env(settings) == {"OMP_NUM_THREADS": "1"}
     with pytest.raises(ValueError, match="max_micro_batch"):
         run.DemoSettings(out_dir=tmp_path, max_micro_batch=0)
+
+
+def test_the_demo_gives_its_worker_every_core_unless_told(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(run.os, "cpu_count", lambda: 8)
+    assert run.run_env(run.DemoSettings(out_dir=tmp_path)) == {"OMP_NUM_THREADS": "8"}
+    assert run.run_env(run.DemoSettings(out_dir=tmp_path, workers=2)) == {"OMP_NUM_THREADS": "4"}
+    assert run.run_env(run.DemoSettings(out_dir=tmp_path, workers=16)) == {"OMP_NUM_THREADS": "1"}
+    assert run.run_env(run.DemoSettings(out_dir=tmp_path, threads_per_worker=3)) == {"OMP_NUM_THREADS": "3"}
+    with pytest.raises(ValueError, match="threads_per_worker must be >= 1"):
+        run.DemoSettings(out_dir=tmp_path, threads_per_worker=0)
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        run.DemoSettings(out_dir=tmp_path, workers=0)
 
 
 def test_steps_to_target_area_and_censoring_on_a_known_curve() -> None:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import sys
@@ -48,10 +49,14 @@ def demo_window(steps: int) -> dict[str, float]:
     return {"n_fraction": round(n_fraction, 4), "adj_max_fraction": round(min(1.0, ADJ_MAX_PER_N * n_fraction), 4)}
 
 
-MAX_MICRO_BATCH = 16
-"""Rows per forward/backward micro-batch: the demo's 16 rows per worker in one pass (a SmolLM2-135M worker's
-resident memory read 2.9 GB mid-run; fewer, larger passes cut per-op overhead,
-bench/results/rollout/update-micro-batching.json)."""
+MAX_MICRO_BATCH = 32
+"""Rows per forward/backward micro-batch: the demo's 32 rows (8 prompts x 4 rollouts) in one pass on its one worker;
+fewer, larger passes cut per-op overhead (micro-batches of 16 on one worker: step 18.1 s against 17.9 s, one run
+each; 8 vs 16 on two workers: bench/results/rollout/update-micro-batching.json)."""
+WORKERS = 1
+"""Trainer workers of the demo: one process with every core as its torch threads beats one process per core, one
+thread each (2 cores: step 14.3 and 17.9 s against 18.5 and 20.4 s, runs alternating; the weight sync 0.45 s against
+1.8 s: one copy, no gather across workers; bench/results/rollout/one-worker.json)."""
 GATHER_ONCE_OVERRIDES = (
     "actor_rollout_ref.actor.fsdp_config.reshard_after_forward=false",
     "actor_rollout_ref.actor.fsdp_config.use_no_sync_for_gradient_accumulation=true",
@@ -86,6 +91,9 @@ class DemoSettings:
         test_freq: held-out evaluation every this many steps (always before the first and after the last step).
         seed: sampler, curriculum and rollout seed (``rollout.seed``: a rerun samples the same responses).
         workers: trainer workers (FSDP data-parallel ranks on the CPU backend).
+        threads_per_worker: torch threads of every process of the run (``OMP_NUM_THREADS``, which Ray then leaves
+            as it is); None: this machine's cores divided among the workers, at least 1. verl's workers ask Ray for
+            no CPU, so without it Ray gives each process 1 thread.
         max_micro_batch: the largest micro-batch (rows per forward/backward) of the actor update and log-probs; the
             largest divisor of a worker's rows up to this is used.
         gather_once: ``GATHER_ONCE_OVERRIDES`` (parameters gathered once, gradients reduced once per update).
@@ -110,7 +118,8 @@ class DemoSettings:
     learning_rate: float = 5e-6
     test_freq: int | None = 5
     seed: int = 0
-    workers: int = 2
+    workers: int = WORKERS
+    threads_per_worker: int | None = None
     max_micro_batch: int = MAX_MICRO_BATCH
     gather_once: bool = True
     precision: str = AUTO
@@ -124,6 +133,12 @@ class DemoSettings:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.sampling not in ("gain", "uniform"):
             raise ValueError(f"sampling must be gain or uniform, got {self.sampling!r}")
+        if self.threads_per_worker is not None and self.threads_per_worker < 1:
+            raise ValueError(
+                f"threads_per_worker must be >= 1 or None (cores / workers), got {self.threads_per_worker!r}"
+            )
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.max_micro_batch < 1:
             raise ValueError(f"max_micro_batch must be >= 1, got {self.max_micro_batch}")
         if self.steps < 1 or self.prompts_per_step < 1 or self.rollouts < 2:
@@ -133,6 +148,12 @@ class DemoSettings:
                 f"prompts_per_step x rollouts ({self.prompts_per_step * self.rollouts}) must divide by the "
                 f"{self.workers} workers"
             )
+
+
+def run_env(settings: DemoSettings) -> dict[str, str]:
+    """Environment of the run's ``python -m verl_gain.main``: its torch thread count, inherited by every Ray process."""
+    threads = settings.threads_per_worker or max(1, (os.cpu_count() or 1) // settings.workers)
+    return {"OMP_NUM_THREADS": str(threads)}
 
 
 def task_paths(settings: DemoSettings) -> tuple[Path, Path]:
@@ -224,11 +245,14 @@ def run_training(settings: DemoSettings) -> RunResult:
     (settings.out_dir / SETTINGS_FILE).write_text(json.dumps(asdict(settings), default=str, indent=2))
     overrides = trainer_overrides(settings, model_dir, train, test)
     with open(settings.out_dir / LOG_FILE, "w") as log:
-        log.write("# " + shlex.join([sys.executable, "-m", "verl_gain.main", *overrides]) + "\n")
+        env = run_env(settings)
+        command = [f"{name}={value}" for name, value in env.items()] + [sys.executable, "-m", "verl_gain.main"]
+        log.write("# " + shlex.join([*command, *overrides]) + "\n")
         return run_main(
             overrides,
             settings.out_dir / METRICS_FILE,
             timeout_s=settings.timeout_s,
+            env=env,
             cwd=settings.out_dir,
             echo=lambda line: _show_progress(line, log),
         )
