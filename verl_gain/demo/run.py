@@ -32,9 +32,9 @@ from verl_gain.inference import AUTO, PRECISIONS
 from verl_gain.model_sources import SMOLLM2_NAME, resolve_model
 from verl_gain.tasks import arithmetic
 
-EXPECTED_MINUTES = 12
-"""Measured ``make demo`` from a fresh clone on the 2-core CPU this project runs on: 11.9 min, set-up included
-(docs/results.md)."""
+EXPECTED_MINUTES = 8
+"""Measured ``make demo`` from a fresh clone on the 2-core CPU this project runs on, bf16: 7.1 min (2 workers, quiet
+machine) and 8.2 min (one worker, pip cache off, a busier hour), set-up (~2.1-2.7 min) included (docs/results.md)."""
 CROSSING_ACCURACY = 0.75
 """The demo's window is sized to its run: at this flat step accuracy (halfway from the target, 0.5, to 1) and the
 angle term at 0 it crosses the whole order in the run's steps (``verl_gain.core.planner.crossing_n_fraction``), the
@@ -51,12 +51,13 @@ def demo_window(steps: int) -> dict[str, float]:
 
 MAX_MICRO_BATCH = 32
 """Rows per forward/backward micro-batch: the demo's 32 rows (8 prompts x 4 rollouts) in one pass on its one worker;
-fewer, larger passes cut per-op overhead (micro-batches of 16 on one worker: step 18.1 s against 17.9 s, one run
-each; 8 vs 16 on two workers: bench/results/rollout/update-micro-batching.json)."""
+fewer, larger passes cut per-op overhead (on one worker, micro-batches of 16: step 18.1 s against 17.9 s with 32,
+one run each; on two workers 8 vs 16 rows: bench/results/rollout/update-micro-batching.json)."""
 WORKERS = 1
-"""Trainer workers of the demo: one process with every core as its torch threads beats one process per core, one
-thread each (2 cores: step 14.3 and 17.9 s against 18.5 and 20.4 s, runs alternating; the weight sync 0.45 s against
-1.8 s: one copy, no gather across workers; bench/results/rollout/one-worker.json)."""
+"""Trainer workers of the demo: one process with every core as its torch threads against one process per core with
+one thread each (2 cores, 3 pairs of runs alternating): step 0.77x, 0.88x and 0.95x (bench/results/rollout/
+one-worker.json, the last pair), the weight sync 1.8-2.3 s -> 0.45-0.5 s every time (one copy, no gather across
+workers); the actor update gains 0-20% (larger matrices per product), within the machine's noise in the last pair."""
 GATHER_ONCE_OVERRIDES = (
     "actor_rollout_ref.actor.fsdp_config.reshard_after_forward=false",
     "actor_rollout_ref.actor.fsdp_config.use_no_sync_for_gradient_accumulation=true",
