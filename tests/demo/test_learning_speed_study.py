@@ -80,7 +80,7 @@ def test_the_study_keeps_the_actor_update_its_first_runs_had_while_the_demo_runs
 
 
 def test_the_demo_gives_its_worker_every_core_unless_told(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(run.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(run, "physical_cores", lambda: 8)
     assert run.run_env(run.DemoSettings(out_dir=tmp_path)) == {"OMP_NUM_THREADS": "8"}
     assert run.run_env(run.DemoSettings(out_dir=tmp_path, workers=2)) == {"OMP_NUM_THREADS": "4"}
     assert run.run_env(run.DemoSettings(out_dir=tmp_path, workers=16)) == {"OMP_NUM_THREADS": "1"}

@@ -44,6 +44,11 @@ def is_selected(environ: dict[str, str] | None = None) -> bool:
     return environ.get(PLATFORM_ENV, "").strip().lower() == CPU_PLATFORM
 
 
+def physical_cores() -> int:
+    """CPU cores of this machine, hyper-threads not counted (at least 1): the most torch threads that help."""
+    return psutil.cpu_count(logical=False) or 1
+
+
 def worker_env_vars(extra_modules: str = "") -> dict[str, str]:
     """Environment every process of a CPU run needs.
 
@@ -57,6 +62,5 @@ def worker_env_vars(extra_modules: str = "") -> dict[str, str]:
             modules.append(name)
     if PLUGIN_MODULE not in modules:
         modules.append(PLUGIN_MODULE)
-    physical_cores = psutil.cpu_count(logical=False) or 1
-    tq_threads = os.environ.get(TQ_THREADS_ENV) or str(min(TQ_DEFAULT_THREADS, physical_cores))
+    tq_threads = os.environ.get(TQ_THREADS_ENV) or str(min(TQ_DEFAULT_THREADS, physical_cores()))
     return {PLATFORM_ENV: CPU_PLATFORM, EXTERNAL_MODULES_ENV: ",".join(modules), TQ_THREADS_ENV: tq_threads}

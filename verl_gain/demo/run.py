@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import sys
@@ -26,6 +25,7 @@ from typing import Any
 
 from verl_gain.core.controller import PAPER_ALPHA, PAPER_BETA
 from verl_gain.core.planner import crossing_n_fraction
+from verl_gain.cpu.environment import physical_cores
 from verl_gain.demo.launcher import RunResult, run_main
 from verl_gain.demo.run_folder import CHECKPOINTS_DIR, DATA_DIR, LOG_FILE, METRICS_FILE, SETTINGS_FILE, clear_run
 from verl_gain.inference import AUTO, PRECISIONS
@@ -93,8 +93,8 @@ class DemoSettings:
         seed: sampler, curriculum and rollout seed (``rollout.seed``: a rerun samples the same responses).
         workers: trainer workers (FSDP data-parallel ranks on the CPU backend).
         threads_per_worker: torch threads of every process of the run (``OMP_NUM_THREADS``, which Ray then leaves
-            as it is); None: this machine's cores divided among the workers, at least 1. verl's workers ask Ray for
-            no CPU, so without it Ray gives each process 1 thread.
+            as it is); None: this machine's physical cores divided among the workers, at least 1. verl's workers
+            ask Ray for no CPU, so without it Ray gives each process 1 thread.
         max_micro_batch: the largest micro-batch (rows per forward/backward) of the actor update and log-probs; the
             largest divisor of a worker's rows up to this is used.
         gather_once: ``GATHER_ONCE_OVERRIDES`` (parameters gathered once, gradients reduced once per update).
@@ -153,7 +153,7 @@ class DemoSettings:
 
 def run_env(settings: DemoSettings) -> dict[str, str]:
     """Environment of the run's ``python -m verl_gain.main``: its torch thread count, inherited by every Ray process."""
-    threads = settings.threads_per_worker or max(1, (os.cpu_count() or 1) // settings.workers)
+    threads = settings.threads_per_worker or max(1, physical_cores() // settings.workers)
     return {"OMP_NUM_THREADS": str(threads)}
 
 
