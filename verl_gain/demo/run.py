@@ -57,7 +57,7 @@ WORKERS = 1
 """Trainer workers of the demo: one process with every core as its torch threads against one process per core with
 one thread each (2 cores, 3 pairs of runs alternating): step 0.77x, 0.88x and 0.95x (bench/results/rollout/
 one-worker.json, the last pair), the weight sync 1.8-2.3 s -> 0.45-0.5 s every time (one copy, no gather across
-workers); the actor update gains 0-20% (larger matrices per product), within the machine's noise in the last pair."""
+workers); the actor update 20% and 8% faster in the first two pairs (larger matrix products), 2% slower in the last."""
 GATHER_ONCE_OVERRIDES = (
     "actor_rollout_ref.actor.fsdp_config.reshard_after_forward=false",
     "actor_rollout_ref.actor.fsdp_config.use_no_sync_for_gradient_accumulation=true",
