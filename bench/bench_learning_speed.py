@@ -60,8 +60,10 @@ STUDY_WORKERS = 2
 STUDY_THREADS_PER_WORKER = 1
 STUDY_MAX_MICRO_BATCH = 8
 STUDY_GATHER_ONCE = False
+STUDY_SMALL_MODEL_UPDATE = False
 """The actor update as the study's first runs had it (2 workers of 1 thread, micro-batches of 8, gradients reduced per
-micro-batch), before the demo moved to one worker with every core and one micro-batch: every run of the study sums
+micro-batch, verl's sdpa attention, gradient checkpointing and per-tensor AdamW), before the demo moved to one worker
+with every core, one micro-batch and ``SMALL_MODEL_UPDATE_OVERRIDES``: every run of the study sums
 its gradients the same way, so runs of one seed stay paired whichever session ran them. Not part of ``StudyDesign``,
 whose fields name the committed results."""
 BOOTSTRAP_RESAMPLES = 10_000
@@ -172,6 +174,7 @@ def run_settings(design: StudyDesign, sampling: str, gain: dict[str, Any], seed:
         threads_per_worker=STUDY_THREADS_PER_WORKER,
         max_micro_batch=STUDY_MAX_MICRO_BATCH,
         gather_once=STUDY_GATHER_ONCE,
+        small_model_update=STUDY_SMALL_MODEL_UPDATE,
         timeout_s=4 * 3600.0,
     )
 

@@ -5,8 +5,8 @@ of at most 32 tokens, GAIN on) once per arm, arms alternating when repeated, and
 per-step timings (the first step, which pays the workers' warm-up, is left out). The machine is shared: only the
 ratios between arms of one command mean something.
 
-Arms (each adds trainer overrides to the demo's own; every arm but ``one-worker`` runs 2 trainer workers of one
-thread each, as the demo did when they were measured):
+Arms (each adds trainer overrides to the demo's own; every arm but the last two runs 2 trainer workers of one
+thread each, as the demo did when they were measured; every arm but the last runs verl's own update settings):
 
 | arm | rollout, actor update, workers |
 |---|---|
@@ -16,7 +16,8 @@ thread each, as the demo did when they were measured):
 | static-bf16 | the same with bf16 rollout weights (fp32 actor; weight check off: a preview of the bf16 setting) |
 | update-8-sync-each | actor update in micro-batches of 8 rows; gradients reduced, parameters re-gathered for each |
 | update-16-sync-once | one micro-batch of 16 rows; parameters kept gathered through backward, gradients reduced once |
-| one-worker | the same on one worker with every core as its threads: one micro-batch of 32 rows (the demo's default) |
+| one-worker | the same on one worker with every core as its threads: one micro-batch of 32 rows |
+| small-model-update | the same with eager attention, no gradient checkpointing, fused AdamW (the demo's default) |
 
 Usage: python bench/bench_rollout.py [--arms generate static] [--steps 4] [--repeats 1] [--label NAME]
 
@@ -59,10 +60,16 @@ ARMS: dict[str, list[str]] = {
     ],
     "update-16-sync-once": [f"{HF}.decoder=static", f"{ACTOR}.ppo_micro_batch_size_per_gpu=16", *GATHER_ONCE_OVERRIDES],
     "one-worker": [],
+    "small-model-update": [],
 }
-TWO_WORKERS = {"workers": 2, "threads_per_worker": 1, "max_micro_batch": 16}
+VERL_UPDATE = {"small_model_update": False}
+"""verl's own actor-update settings (sdpa, gradient checkpointing, per-tensor AdamW): the arms before the last."""
+TWO_WORKERS = {"workers": 2, "threads_per_worker": 1, "max_micro_batch": 16, **VERL_UPDATE}
 """The demo's trainer before it ran one worker with every core: what the arms above were measured with."""
-ARM_SETTINGS: dict[str, dict[str, int]] = {arm: TWO_WORKERS for arm in ARMS if arm != "one-worker"}
+ARM_SETTINGS: dict[str, dict[str, int | bool]] = {
+    **{arm: TWO_WORKERS for arm in ARMS if arm not in ("one-worker", "small-model-update")},
+    "one-worker": VERL_UPDATE,
+}
 """``DemoSettings`` fields of an arm (the demo's own where an arm has none)."""
 QUIET = ["trainer.val_before_train=false", "trainer.test_freq=-1"]
 """No held-out evaluation: the bench times training steps only."""

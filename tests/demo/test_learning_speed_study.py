@@ -73,6 +73,9 @@ def test_the_study_keeps_the_actor_update_its_first_runs_had_while_the_demo_runs
     assert micro_batches(study_command) == {f"{key}=8" for key in keys}
     assert micro_batches(demo_command) == {f"{key}=32" for key in keys}
     assert set(run.GATHER_ONCE_OVERRIDES) <= demo_command and not set(run.GATHER_ONCE_OVERRIDES) & study_command
+    # verl's own attention, gradient checkpointing and optimizer loop in the study; the small-model ones in the demo.
+    small = set(run.SMALL_MODEL_UPDATE_OVERRIDES)
+    assert small <= demo_command and not small & study_command
     # One thread per worker, what Ray gave the study's first runs, whatever this machine's core count.
     assert run.run_env(settings) == {"OMP_NUM_THREADS": "1"}
     with pytest.raises(ValueError, match="max_micro_batch"):
