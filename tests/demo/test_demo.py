@@ -47,6 +47,10 @@ def test_shortened_demo_trains_with_gain_and_writes_the_report(tmp_path) -> None
     command = (out / run_folder.LOG_FILE).read_text().splitlines()[0]
     assert "-m verl_gain.main" in command and "gain.enable=True" in command and "trainer.device=cpu" in command
     assert command.startswith("# OMP_NUM_THREADS=")  # the run's thread count, as the trainer got it
+    # The small-model update reached verl's resolved config (the runner prints it into the log).
+    log = (out / run_folder.LOG_FILE).read_text()
+    assert "'override_config': {'attn_implementation': 'eager'}" in log
+    assert "'override_optimizer_config': {'fused': True}" in log
 
 
 def test_uniform_baseline_is_the_same_command_without_gain(tmp_path) -> None:
