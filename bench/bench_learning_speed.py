@@ -63,9 +63,9 @@ STUDY_GATHER_ONCE = False
 STUDY_SMALL_MODEL_UPDATE = False
 """The actor update as the study's first runs had it (2 workers of 1 thread, micro-batches of 8, gradients reduced per
 micro-batch, verl's sdpa attention, gradient checkpointing and per-tensor AdamW), before the demo moved to one worker
-with every core, one micro-batch and ``SMALL_MODEL_UPDATE_OVERRIDES``: every run of the study sums
-its gradients the same way, so runs of one seed stay paired whichever session ran them. Not part of ``StudyDesign``,
-whose fields name the committed results."""
+with every core, one micro-batch and ``SMALL_MODEL_UPDATE_OVERRIDES``: every run of the study sums its gradients the
+same way, so runs of one seed stay paired whichever session ran them. Not part of ``StudyDesign``, whose fields name
+the committed results."""
 BOOTSTRAP_RESAMPLES = 10_000
 CONFIDENCE = 0.95
 BOOTSTRAP_SEED = 17

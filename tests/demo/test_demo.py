@@ -44,11 +44,11 @@ def test_shortened_demo_trains_with_gain_and_writes_the_report(tmp_path) -> None
     report = (report_dir / "report.md").read_text()
     assert "| **all** |" in report and "## The curriculum" in report and f"over {STEPS} steps" in report
     assert json.loads((out / run_folder.SETTINGS_FILE).read_text())["sampling"] == "gain"
-    command = (out / run_folder.LOG_FILE).read_text().splitlines()[0]
+    log = (out / run_folder.LOG_FILE).read_text()
+    command = log.splitlines()[0]
     assert "-m verl_gain.main" in command and "gain.enable=True" in command and "trainer.device=cpu" in command
     assert command.startswith("# OMP_NUM_THREADS=")  # the run's thread count, as the trainer got it
     # The small-model update reached verl's resolved config (the runner prints it into the log).
-    log = (out / run_folder.LOG_FILE).read_text()
     assert "'override_config': {'attn_implementation': 'eager'}" in log
     assert "'override_optimizer_config': {'fused': True}" in log
 
