@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"[verl-gain demo] verl GRPO + {settings.sampling} sampling, {settings.steps} steps of "
         f"{settings.prompts_per_step} prompts x {settings.rollouts} rollouts on {settings.model}; expected "
-        f"~{EXPECTED_MINUTES} min on 2 CPU cores (set-up included). Output: {settings.out_dir}",
+        f"~{EXPECTED_MINUTES[0]}-{EXPECTED_MINUTES[1]} min on 2 CPU cores by their load (set-up included). "
+        f"Output: {settings.out_dir}",
         flush=True,
     )
     started = time.perf_counter()
