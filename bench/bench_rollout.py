@@ -5,8 +5,8 @@ of at most 32 tokens, GAIN on) once per arm, arms alternating when repeated, and
 per-step timings (the first step, which pays the workers' warm-up, is left out). The machine is shared: only the
 ratios between arms of one command mean something.
 
-Arms (each adds trainer overrides to the demo's own; every arm but the last two runs 2 trainer workers of one
-thread each, as the demo did when they were measured; every arm but the last runs verl's own update settings):
+Arms (each adds trainer overrides to the demo's own; every arm but the last three runs 2 trainer workers of one
+thread each, as the demo did when they were measured; every arm but the last two runs verl's own update settings):
 
 | arm | rollout, actor update, workers |
 |---|---|
@@ -18,6 +18,7 @@ thread each, as the demo did when they were measured; every arm but the last run
 | update-16-sync-once | one micro-batch of 16 rows; parameters kept gathered through backward, gradients reduced once |
 | one-worker | the same on one worker with every core as its threads: one micro-batch of 32 rows |
 | small-model-update | the same with eager attention, no gradient checkpointing, fused AdamW (the demo's default) |
+| fused-log-probs | the same with verl's fused log-prob/entropy head (``use_fused_kernels``, torch backend) |
 
 Usage: python bench/bench_rollout.py [--arms generate static] [--steps 4] [--repeats 1] [--label NAME]
 
@@ -61,13 +62,17 @@ ARMS: dict[str, list[str]] = {
     "update-16-sync-once": [f"{HF}.decoder=static", f"{ACTOR}.ppo_micro_batch_size_per_gpu=16", *GATHER_ONCE_OVERRIDES],
     "one-worker": [],
     "small-model-update": [],
+    "fused-log-probs": [
+        "actor_rollout_ref.model.use_fused_kernels=true",
+        "actor_rollout_ref.model.fused_kernel_options.impl_backend=torch",
+    ],
 }
 VERL_UPDATE = {"small_model_update": False}
 """verl's own actor-update settings (sdpa, gradient checkpointing, per-tensor AdamW): the arms before the last."""
 TWO_WORKERS = {"workers": 2, "threads_per_worker": 1, "max_micro_batch": 16, **VERL_UPDATE}
 """The demo's trainer before it ran one worker with every core: what the arms above were measured with."""
 ARM_SETTINGS: dict[str, dict[str, int | bool]] = {
-    **{arm: TWO_WORKERS for arm in ARMS if arm not in ("one-worker", "small-model-update")},
+    **{arm: TWO_WORKERS for arm in ARMS if arm not in ("one-worker", "small-model-update", "fused-log-probs")},
     "one-worker": VERL_UPDATE,
 }
 """``DemoSettings`` fields of an arm (the demo's own where an arm has none)."""
