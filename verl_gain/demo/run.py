@@ -34,8 +34,8 @@ from verl_gain.tasks import arithmetic
 
 EXPECTED_MINUTES = (5, 9)
 """Range of ``make demo`` from a fresh clone on the 2-core CPU this project runs on, bf16, set-up (1.8-2.8 min)
-included: the demo's current settings measured 5.2 and 5.6 min on a quiet machine and 9.2 min at load ~2, pip and model
-caches off every time (docs/results.md)."""
+included: the demo's current settings measured 5.2 and 5.6 min on a quiet machine and 9.2 min at load ~2, pip and
+model caches off every time (docs/results.md)."""
 CROSSING_ACCURACY = 0.75
 """The demo's window is sized to its run: at this flat step accuracy (halfway from the target, 0.5, to 1) and the
 angle term at 0 it crosses the whole order in the run's steps (``verl_gain.core.planner.crossing_n_fraction``), the
