@@ -174,14 +174,30 @@ def write_tiny_gguf(path) -> None:
     writer.close()
 
 
-def test_gguf_parsed_once_shares_one_parse_per_file_and_restores_gguf(tmp_path):
+def test_gguf_parsed_once_shares_one_parse_per_file_and_restores_gguf(tmp_path, monkeypatch):
     import gguf
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
     from verl_gain.model_sources import gguf_parsed_once
 
     path = tmp_path / "tiny.gguf"
     write_tiny_gguf(path)
     fresh = gguf.GGUFReader(path)
+    parses = []
+
+    class CountingReader(gguf.GGUFReader):
+        def __init__(self, *args, **kwargs):
+            parses.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    # transformers' own loader, called as a conversion calls it (more than once per file): one parse in all. This
+    # fails if transformers stops looking gguf's names up at call time, which is what makes the sharing reach it.
+    monkeypatch.setattr(gguf, "GGUFReader", CountingReader)
+    with gguf_parsed_once():
+        configs = [load_gguf_checkpoint(str(path), return_tensors=False)["config"] for _ in range(3)]
+    assert len(parses) == 1 and configs[0] == configs[2] and configs[0]["num_hidden_layers"] == 2
+    monkeypatch.undo()
+
     with gguf_parsed_once():
         first = gguf.GGUFReader(path)
         assert gguf.GGUFReader(str(path)) is first  # the same file by another spelling: not parsed again
