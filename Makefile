@@ -47,7 +47,8 @@ format: setup
 	$(VENV)/bin/ruff format .
 
 ## The main job: verl's GRPO trainer with GAIN sampling trains SmolLM2-135M-Instruct on the embedded arithmetic task
-## on this CPU, evaluates it before and after, and writes a report (runs/demo/report/). ~7-9 min on 2 cores from a fresh clone.
+## on this CPU, evaluates it before and after, and writes a report (runs/demo/report/). ~5-9 min on 2 cores from a
+## fresh clone, by the machine's load (docs/results.md).
 DEMO_DIR := runs/demo
 demo: setup
 	$(PY) -m verl_gain.demo --out $(DEMO_DIR)

@@ -68,14 +68,16 @@ ARMS: dict[str, list[str]] = {
     ],
 }
 VERL_UPDATE = {"small_model_update": False}
-"""verl's own actor-update settings (sdpa, gradient checkpointing, per-tensor AdamW): the arms before the last."""
+"""verl's own actor-update settings (sdpa, gradient checkpointing, per-tensor AdamW): every arm but ``DEMO_ARMS``."""
 TWO_WORKERS = {"workers": 2, "threads_per_worker": 1, "max_micro_batch": 16, **VERL_UPDATE}
 """The demo's trainer before it ran one worker with every core: what the arms above were measured with."""
+DEMO_ARMS = ("small-model-update", "fused-log-probs")
+"""Arms on the demo's own trainer settings (one worker, its actor update)."""
 ARM_SETTINGS: dict[str, dict[str, int | bool]] = {
-    **{arm: TWO_WORKERS for arm in ARMS if arm not in ("one-worker", "small-model-update", "fused-log-probs")},
+    **{arm: TWO_WORKERS for arm in ARMS if arm not in ("one-worker", *DEMO_ARMS)},
     "one-worker": VERL_UPDATE,
 }
-"""``DemoSettings`` fields of an arm (the demo's own where an arm has none)."""
+"""``DemoSettings`` fields of an arm (the demo's own for ``DEMO_ARMS``)."""
 QUIET = ["trainer.val_before_train=false", "trainer.test_freq=-1"]
 """No held-out evaluation: the bench times training steps only."""
 TIMINGS = ("gen", "old_log_prob", "update_actor", "update_weights", "step")
